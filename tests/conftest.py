@@ -23,11 +23,25 @@ def start_redis_server(directory: Path, port: int, *extra: str) -> subprocess.Po
     """Start a redis-server that keeps nothing on disk and wait until it answers PING."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.fail("redis-server is not installed: apt-get install redis-server (.ci/run does this)")
+        pytest.fail(
+            "redis-server is not installed: apt-get install redis-server (.ci/run does this)"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(directory), *extra],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+            *extra,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
