@@ -1,4 +1,4 @@
-"""Shared fixtures: real parts only. A throwaway redis-server per session, DuckDB files in tmp_path."""
+"""Shared fixtures, real parts only: a throwaway redis-server per session, DuckDB in tmp_path."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from personalization_pipeline.cli import redis_server_command
 
 
 def free_port() -> int:
@@ -28,20 +30,7 @@ def start_redis_server(directory: Path, port: int, *extra: str) -> subprocess.Po
         )
     directory.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-            *extra,
-        ],
+        [*redis_server_command(binary, port, directory), *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
@@ -84,3 +73,23 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DIR = REPO_ROOT / "data" / "sample"
+
+
+@pytest.fixture
+def pipeline_resources(tmp_path: Path, redis_url: str) -> dict:
+    """The demo's resources, pointed at a DuckDB file in tmp_path and the throwaway Redis."""
+    from personalization_pipeline.resources.enrichment import EnrichmentFileResource
+    from personalization_pipeline.resources.redis import RedisResource
+    from personalization_pipeline.resources.salesforce import SampleContactSource
+    from personalization_pipeline.resources.warehouse import WarehouseResource
+
+    return {
+        "salesforce": SampleContactSource(path=str(SAMPLE_DIR / "salesforce_contacts.csv")),
+        "income_file": EnrichmentFileResource(path=str(SAMPLE_DIR / "income_enrichment.csv")),
+        "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
+        "redis": RedisResource(url=redis_url),
+    }

@@ -1,0 +1,130 @@
+"""`personalization`: the commands behind `make demo` and `make dev`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+
+from personalization_pipeline.resources.redis import DEFAULT_REDIS_URL, redact
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_DAGSTER_HOME = PROJECT_ROOT / ".dagster_home"
+EXAMPLE_USERS = ["U000001", "U000002"]
+
+
+def dagster_home() -> Path:
+    """DAGSTER_HOME if the user set one; otherwise .dagster_home/ seeded from the template."""
+    if os.environ.get("DAGSTER_HOME"):
+        return Path(os.environ["DAGSTER_HOME"])
+    LOCAL_DAGSTER_HOME.mkdir(exist_ok=True)
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", LOCAL_DAGSTER_HOME / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(LOCAL_DAGSTER_HOME)
+    return LOCAL_DAGSTER_HOME
+
+
+def redis_answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def ensure_redis(url: str) -> None:
+    """Use the Redis at `url`; if nothing answers on a local address, start a throwaway one."""
+    if redis_answers(url):
+        return
+    parsed = urlparse(url)
+    server = shutil.which("redis-server")
+    if parsed.hostname not in ("127.0.0.1", "localhost") or server is None:
+        sys.exit(
+            f"No Redis answers at {redact(url)}. Install Redis (apt-get install redis-server, "
+            "brew install redis) or set REDIS_URL to a reachable Redis."
+        )
+    state = PROJECT_ROOT / ".redis"
+    state.mkdir(exist_ok=True)
+    port = str(parsed.port or 6379)
+    command = redis_server_command(server, port, state)
+    command += ["--daemonize", "yes", "--pidfile", str(state / "redis.pid")]
+    subprocess.run([*command, "--logfile", str(state / "redis.log")], check=True)
+    deadline = time.monotonic() + 10
+    while not redis_answers(url):
+        if time.monotonic() > deadline:
+            sys.exit(
+                f"Started redis-server on port {port} but it does not answer; see .redis/redis.log"
+            )
+        time.sleep(0.05)
+    print(f"Started a local redis-server on port {port} (stop it: redis-cli -p {port} shutdown)")
+
+
+def redis_server_command(server: str, port: int | str, directory: Path) -> list[str]:
+    """A redis-server that listens on loopback only and keeps nothing on disk."""
+    return [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(directory)]  # fmt: skip
+
+
+def demo() -> None:
+    import dagster as dg
+
+    url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    ensure_redis(url)
+    dagster_home()
+    from personalization_pipeline.definitions import defs
+
+    job = defs.resolve_job_def("warehouse_actions_job")
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        )
+    if not result.success:
+        sys.exit("warehouse_actions_job failed; the error is above (and in `make dev`, Runs).")
+    prefix = os.environ.get("REDIS_KEY_PREFIX", "")
+    from personalization_pipeline.sync.identify import user_key
+
+    client = redis.Redis.from_url(url, decode_responses=True)
+    print(f"\nwarehouse_actions_job succeeded (run {result.run_id}). Redis now holds:")
+    for user in EXAMPLE_USERS:
+        key = user_key(user, prefix)
+        fields = client.hgetall(key)
+        print(f"  HGETALL {key}")
+        for name, value in sorted(fields.items()):
+            print(f"    {name} = {value}")
+    print("\nSee the run and the lineage in the UI: make dev, then http://127.0.0.1:3000")
+
+
+def dev(port: int) -> None:
+    dagster_home()
+    dagster = Path(sys.executable).parent / "dagster"
+    os.chdir(PROJECT_ROOT)
+    os.execv(
+        dagster, [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="personalization", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("demo", help="run the profile pipeline on the sample data and show Redis")
+    dev_parser = commands.add_parser("dev", help="start the Dagster UI, daemon and sensors")
+    dev_parser.add_argument("--port", type=int, default=3000)
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        demo()
+    else:
+        dev(args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Jobs: named selections of assets that sensors, schedules and people launch."""
+
+import dagster as dg
+
+from assets.activation import redis_user_profiles
+from assets.sources import income_enrichment, salesforce_contacts
+from assets.warehouse import user_profiles
+
+warehouse_actions_job = dg.define_asset_job(
+    name="warehouse_actions_job",
+    selection=[salesforce_contacts, income_enrichment, user_profiles, redis_user_profiles],
+    description="The profile path: Salesforce + income enrichment -> user_profiles -> Redis.",
+)

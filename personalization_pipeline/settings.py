@@ -1,0 +1,37 @@
+"""Resources built from environment variables, with defaults that run the demo.
+
+Every variable is listed in .env.example and the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from personalization_pipeline.resources.enrichment import (
+    DEFAULT_INCOME_ENRICHMENT_PATH,
+    EnrichmentFileResource,
+)
+from personalization_pipeline.resources.redis import DEFAULT_REDIS_URL, RedisResource
+from personalization_pipeline.resources.salesforce import contact_source_from_env
+from personalization_pipeline.resources.warehouse import DEFAULT_WAREHOUSE_PATH, WarehouseResource
+
+
+def env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def resources_from_env() -> dict[str, dg.ConfigurableResource]:
+    return {
+        "salesforce": contact_source_from_env(),
+        "income_file": EnrichmentFileResource(
+            path=env("INCOME_ENRICHMENT_PATH", DEFAULT_INCOME_ENRICHMENT_PATH)
+        ),
+        "warehouse": WarehouseResource(path=env("WAREHOUSE_PATH", DEFAULT_WAREHOUSE_PATH)),
+        # The URL can carry a password, so it reaches the run only through EnvVar.
+        "redis": RedisResource(
+            url=dg.EnvVar("REDIS_URL") if os.environ.get("REDIS_URL") else DEFAULT_REDIS_URL,
+            key_prefix=env("REDIS_KEY_PREFIX", ""),
+        ),
+    }

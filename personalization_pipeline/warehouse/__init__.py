@@ -1,0 +1,1 @@
+"""Loading sources into the DuckDB warehouse. Plain Python over a DuckDB connection."""

@@ -1,0 +1,67 @@
+"""Land the income-enrichment drop (CSV or Parquet) in raw.income_enrichment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from personalization_pipeline.errors import require_columns
+from personalization_pipeline.warehouse.schema import ensure_schema
+
+REQUIRED_COLUMNS = ["email", "income_bracket"]
+
+
+@dataclass(frozen=True)
+class IncomeLoad:
+    rows: int
+    without_email: int
+
+
+def _reader(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return "read_parquet(?)"
+    if suffix in (".csv", ".gz"):
+        return "read_csv(?, header = true, all_varchar = true)"
+    raise ValueError(f"{path}: income enrichment must be a .csv or .parquet file, got '{suffix}'")
+
+
+def replace_income(connection: duckdb.DuckDBPyConnection, path: str | Path) -> IncomeLoad:
+    """Replace raw.income_enrichment with the file's rows; the drop is always a full file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Income enrichment file {path} does not exist: set INCOME_ENRICHMENT_PATH to the "
+            "file the enrichment job drops"
+        )
+    ensure_schema(connection)
+    source = _reader(path)
+    found = [
+        row[0]
+        for row in connection.execute(f"DESCRIBE SELECT * FROM {source}", [str(path)]).fetchall()
+    ]
+    require_columns(str(path), found, REQUIRED_COLUMNS)
+    enriched_at = "TRY_CAST(enriched_at AS DATE)" if "enriched_at" in found else "NULL"
+    connection.begin()
+    try:
+        connection.execute("DELETE FROM raw.income_enrichment")
+        connection.execute(
+            f"""
+            INSERT INTO raw.income_enrichment
+            SELECT nullif(trim(CAST(email AS VARCHAR)), ''),
+                   nullif(trim(CAST(income_bracket AS VARCHAR)), ''),
+                   {enriched_at}, ?, now() AT TIME ZONE 'UTC'
+            FROM {source}
+            """,
+            [str(path), str(path)],
+        )
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
+    rows, without_email = connection.execute(
+        "SELECT count(*), count(*) FILTER (email IS NULL) FROM raw.income_enrichment"
+    ).fetchone()
+    return IncomeLoad(rows=rows, without_email=without_email)

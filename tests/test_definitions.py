@@ -1,0 +1,61 @@
+"""The code location loads, in process and the way `dagster dev` loads it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from personalization_pipeline.definitions import defs
+from tests.conftest import REPO_ROOT
+
+PROFILE_ASSETS = {
+    "salesforce_contacts",
+    "income_enrichment",
+    "user_profiles",
+    "redis_user_profiles",
+}
+
+
+def test_definitions_are_loadable():
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_profile_path_assets_groups_and_lineage():
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert keys >= PROFILE_ASSETS
+    groups = {key: graph.get(dg.AssetKey(key)).group_name for key in PROFILE_ASSETS}
+    assert groups == {
+        "salesforce_contacts": "sources",
+        "income_enrichment": "sources",
+        "user_profiles": "warehouse",
+        "redis_user_profiles": "activation",
+    }
+    parents = {
+        key: {p.to_user_string() for p in graph.get(dg.AssetKey(key)).parent_keys}
+        for key in ("user_profiles", "redis_user_profiles")
+    }
+    assert parents == {
+        "user_profiles": {"salesforce_contacts", "income_enrichment"},
+        "redis_user_profiles": {"user_profiles"},
+    }
+    for key in PROFILE_ASSETS:
+        assert graph.get(dg.AssetKey(key)).description, f"{key} needs a one-line docstring"
+
+
+def test_warehouse_actions_job_selects_the_profile_path():
+    job = defs.resolve_job_def("warehouse_actions_job")
+    assert {key.to_user_string() for key in job.asset_layer.selected_asset_keys} == PROFILE_ASSETS
+
+
+def test_workspace_validates_with_the_dagster_cli():
+    dagster = Path(sys.executable).parent / "dagster"
+    completed = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr

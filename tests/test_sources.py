@@ -1,0 +1,103 @@
+"""The source assets land the sample files in DuckDB, and bad files fail with a useful message."""
+
+import csv
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from assets.sources import income_enrichment, salesforce_contacts
+from personalization_pipeline.resources.enrichment import EnrichmentFileResource
+from personalization_pipeline.resources.salesforce import SampleContactSource
+from tests.conftest import SAMPLE_DIR
+
+
+def metadata_of(result: dg.ExecuteInProcessResult, key: str) -> dict:
+    (event,) = [
+        e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == key
+    ]
+    return {name: value.value for name, value in event.materialization.metadata.items()}
+
+
+def sample_contacts() -> list[dict[str, str]]:
+    with (SAMPLE_DIR / "salesforce_contacts.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_salesforce_contacts_lands_every_contact_with_types(pipeline_resources):
+    result = dg.materialize([salesforce_contacts], resources=pipeline_resources)
+    contacts = sample_contacts()
+    metadata = metadata_of(result, "salesforce_contacts")
+    assert metadata["dagster/row_count"] == len(contacts) == 1000
+    assert metadata["deleted_contacts"] == sum(c["IsDeleted"] == "true" for c in contacts)
+    assert metadata["contacts_without_user_id"] == sum(
+        c["App_User_Id__c"] == "" and c["IsDeleted"] == "false" for c in contacts
+    )
+    assert metadata["contacts_without_user_id"] > 0
+    with duckdb.connect(pipeline_resources["warehouse"].path) as connection:
+        row = connection.execute(
+            "SELECT user_id, email, membership_status, system_modstamp::VARCHAR, is_deleted "
+            "FROM raw.salesforce_contact WHERE id = '003Dn0000000001AAA'"
+        ).fetchone()
+    assert row == (
+        "U000001",
+        "maya.jensen.1@example.com",
+        "loyalty_member",
+        "2024-07-13 12:26:00",
+        False,
+    )
+
+
+def test_rerun_replaces_instead_of_duplicating(pipeline_resources):
+    dg.materialize([salesforce_contacts], resources=pipeline_resources)
+    dg.materialize([salesforce_contacts], resources=pipeline_resources)
+    with duckdb.connect(pipeline_resources["warehouse"].path) as connection:
+        assert connection.execute("SELECT count(*) FROM raw.salesforce_contact").fetchone() == (
+            1000,
+        )
+
+
+def test_income_enrichment_loads_csv(pipeline_resources):
+    result = dg.materialize([income_enrichment], resources=pipeline_resources)
+    with (SAMPLE_DIR / "income_enrichment.csv").open() as handle:
+        expected = sum(1 for _ in csv.DictReader(handle))
+    assert metadata_of(result, "income_enrichment")["dagster/row_count"] == expected
+
+
+def test_income_enrichment_loads_parquet(pipeline_resources, tmp_path: Path):
+    parquet = tmp_path / "income.parquet"
+    duckdb.sql(
+        f"COPY (SELECT * FROM read_csv('{SAMPLE_DIR / 'income_enrichment.csv'}')) TO '{parquet}'"
+    )
+    resources = {**pipeline_resources, "income_file": EnrichmentFileResource(path=str(parquet))}
+    dg.materialize([income_enrichment], resources=resources)
+    with duckdb.connect(pipeline_resources["warehouse"].path) as connection:
+        assert connection.execute(
+            "SELECT income_bracket FROM raw.income_enrichment "
+            "WHERE email = 'quinn.garcia.2@example.com'"
+        ).fetchone() == ("level_2",)
+
+
+def test_income_file_missing_a_column_names_file_column_and_columns_found(
+    pipeline_resources, tmp_path: Path
+):
+    bad = tmp_path / "income.csv"
+    bad.write_text("email,bracket\na@example.com,level_1\n")
+    resources = {**pipeline_resources, "income_file": EnrichmentFileResource(path=str(bad))}
+    with pytest.raises(
+        Exception,
+        match=rf"{bad} is missing required column\(s\) income_bracket; "
+        r"columns found: email, bracket",
+    ):
+        dg.materialize([income_enrichment], resources=resources)
+
+
+def test_contact_export_missing_a_column_fails_the_run(pipeline_resources, tmp_path: Path):
+    bad = tmp_path / "contacts.csv"
+    bad.write_text("Id,Email\n003,a@example.com\n")
+    resources = {**pipeline_resources, "salesforce": SampleContactSource(path=str(bad))}
+    with pytest.raises(
+        Exception, match=r"missing required column.*FirstName.*columns found: Id, Email"
+    ):
+        dg.materialize([salesforce_contacts], resources=resources)
