@@ -55,6 +55,14 @@ class ContactSource(dg.ConfigurableResource, ABC):
     def contact_pages(self) -> Iterator[list[Record]]:
         """Every Contact, deleted ones included (IsDeleted = true), in pages."""
 
+    @abstractmethod
+    def change_marker(self) -> str:
+        """A cheap summary that changes whenever any Contact changes (sensors poll it).
+
+        The number of contacts (deleted ones included, so a purge shows) and the latest
+        SystemModstamp (every edit and soft delete advances it).
+        """
+
 
 class SampleContactSource(ContactSource):
     """A Salesforce Data Loader export (CSV): the demo, and whenever no credentials are set."""
@@ -76,6 +84,17 @@ class SampleContactSource(ContactSource):
                     page = []
             if page:
                 yield page
+
+    def change_marker(self) -> str:
+        count, latest = 0, ""
+        for page in self.contact_pages():
+            count += len(page)
+            latest = max([latest, *(str(r["SystemModstamp"] or "") for r in page)])
+        return change_marker(count, latest)
+
+
+def change_marker(count: int, latest_modstamp: str | None) -> str:
+    return f"{count} contacts, latest SystemModstamp {latest_modstamp or 'none'}"
 
 
 def _export_value(text: str) -> object:
@@ -138,6 +157,15 @@ class SalesforceApiSource(ContactSource):
                 page = []
         if page:
             yield page
+
+    def change_marker(self) -> str:
+        client = self.client()
+        count = client.query("SELECT COUNT() FROM Contact", include_deleted=True)["totalSize"]
+        latest = client.query(
+            "SELECT SystemModstamp FROM Contact ORDER BY SystemModstamp DESC LIMIT 1",
+            include_deleted=True,
+        )["records"]
+        return change_marker(count, latest[0]["SystemModstamp"] if latest else None)
 
 
 SALESFORCE_ENV = {
