@@ -1,6 +1,7 @@
 """Activation: project warehouse models into the Redis keyspace the product reads."""
 
 import time
+from typing import Literal
 
 import dagster as dg
 
@@ -14,9 +15,16 @@ from personalization_pipeline.sync.profiles import write_identify_rows
 PROFILE_TRAITS = ["email", "membership_status", "income_bracket"]
 
 
+class RedisSyncConfig(dg.Config):
+    mode: Literal["upsert", "full"] = "upsert"
+
+
 @dg.asset(group_name="activation", kinds={"duckdb", "redis"}, pool="duckdb", deps=[user_profiles])
 def redis_user_profiles(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, redis: RedisResource
+    context: dg.AssetExecutionContext,
+    config: RedisSyncConfig,
+    warehouse: WarehouseResource,
+    redis: RedisResource,
 ) -> dg.MaterializeResult:
     """Profiles in Redis as user:<userId> hashes, as RudderStack's Redis destination writes them."""
     client = redis.get_client()
@@ -42,6 +50,7 @@ def redis_user_profiles(
             "rows_rejected": sum(result.rejected.values()),
             "rejected_by_reason": result.rejected,
             "seconds": round(seconds, 3),
+            "mode": config.mode,
             "preview": dg.MetadataValue.md(markdown_table(["key", "fields"], preview)),
         }
     )

@@ -1,13 +1,26 @@
-"""The one place where assets, jobs and resources meet."""
+"""The one place where assets, checks, jobs, sensors, schedules and resources meet."""
+
+from datetime import timedelta
 
 import dagster as dg
 
 from assets import activation, sources, warehouse
-from personalization_pipeline.jobs import warehouse_actions_job
+from personalization_pipeline import checks, jobs, schedules, sensors
 from personalization_pipeline.settings import resources_from_env
+
+# The product reads Redis: profiles older than this are stale for personalization.
+REDIS_FRESHNESS = dg.FreshnessPolicy.time_window(
+    warn_window=timedelta(minutes=35), fail_window=timedelta(minutes=60)
+)
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([sources, warehouse, activation]),
-    jobs=[warehouse_actions_job],
+    asset_checks=dg.load_asset_checks_from_modules([checks]),
+    jobs=[jobs.warehouse_actions_job, jobs.reconcile_job],
+    sensors=[sensors.salesforce_contacts_sensor, sensors.income_enrichment_sensor],
+    schedules=[schedules.reconcile_schedule, schedules.warehouse_actions_schedule],
     resources=resources_from_env(),
+).permissive_map_resolved_asset_specs(
+    func=lambda spec: dg.apply_freshness_policy(spec, REDIS_FRESHNESS),
+    selection=[activation.redis_user_profiles.key],
 )

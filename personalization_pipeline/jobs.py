@@ -11,3 +11,13 @@ warehouse_actions_job = dg.define_asset_job(
     selection=[salesforce_contacts, income_enrichment, user_profiles, redis_user_profiles],
     description="The profile path: Salesforce + income enrichment -> user_profiles -> Redis.",
 )
+
+reconcile_job = dg.define_asset_job(
+    name="reconcile_job",
+    selection=[redis_user_profiles],
+    description="Resync Redis from user_profiles; FULL_SYNC_RUN_CONFIG repairs drift.",
+)
+
+# Run config for a full rewrite. It goes on the run (schedule, launchpad), not on the job: job
+# level config would also pin the resources' config and hide test or launch-time overrides.
+FULL_SYNC_RUN_CONFIG = {"ops": {"redis_user_profiles": {"config": {"mode": "full"}}}}

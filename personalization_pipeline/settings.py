@@ -14,6 +14,13 @@ from personalization_pipeline.resources.enrichment import (
     EnrichmentFileResource,
 )
 from personalization_pipeline.resources.redis import DEFAULT_REDIS_URL, RedisResource
+from personalization_pipeline.resources.rules import (
+    DEFAULT_INCOME_BRACKET_PATTERN,
+    DEFAULT_MAX_SHRINK_FRACTION,
+    DEFAULT_MEMBERSHIP_STATUSES,
+    DEFAULT_READBACK_SAMPLE_SIZE,
+    ProfileRulesResource,
+)
 from personalization_pipeline.resources.salesforce import contact_source_from_env
 from personalization_pipeline.resources.warehouse import DEFAULT_WAREHOUSE_PATH, WarehouseResource
 
@@ -33,5 +40,17 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
         "redis": RedisResource(
             url=dg.EnvVar("REDIS_URL") if os.environ.get("REDIS_URL") else DEFAULT_REDIS_URL,
             key_prefix=env("REDIS_KEY_PREFIX", ""),
+        ),
+        "rules": ProfileRulesResource(
+            allowed_membership_statuses=env(
+                "PROFILE_MEMBERSHIP_STATUSES", ",".join(DEFAULT_MEMBERSHIP_STATUSES)
+            ).split(","),
+            income_bracket_pattern=env(
+                "PROFILE_INCOME_BRACKET_PATTERN", DEFAULT_INCOME_BRACKET_PATTERN
+            ),
+            max_shrink_fraction=float(env("PROFILE_MAX_SHRINK", str(DEFAULT_MAX_SHRINK_FRACTION))),
+            readback_sample_size=int(
+                env("REDIS_READBACK_SAMPLE", str(DEFAULT_READBACK_SAMPLE_SIZE))
+            ),
         ),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -13,6 +14,11 @@ import pytest
 import redis
 
 from personalization_pipeline.cli import redis_server_command
+
+# Anything that falls back to the configured defaults must fail loudly instead of touching the
+# machine's own Redis or the demo warehouse: tests pass their resources explicitly.
+os.environ["REDIS_URL"] = "redis://127.0.0.1:1/0"
+os.environ["WAREHOUSE_PATH"] = "/nonexistent/tests-must-use-tmp_path.duckdb"
 
 
 def free_port() -> int:
@@ -84,6 +90,7 @@ def pipeline_resources(tmp_path: Path, redis_url: str) -> dict:
     """The demo's resources, pointed at a DuckDB file in tmp_path and the throwaway Redis."""
     from personalization_pipeline.resources.enrichment import EnrichmentFileResource
     from personalization_pipeline.resources.redis import RedisResource
+    from personalization_pipeline.resources.rules import ProfileRulesResource
     from personalization_pipeline.resources.salesforce import SampleContactSource
     from personalization_pipeline.resources.warehouse import WarehouseResource
 
@@ -92,4 +99,5 @@ def pipeline_resources(tmp_path: Path, redis_url: str) -> dict:
         "income_file": EnrichmentFileResource(path=str(SAMPLE_DIR / "income_enrichment.csv")),
         "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
         "redis": RedisResource(url=redis_url),
+        "rules": ProfileRulesResource(),
     }

@@ -1,0 +1,185 @@
+"""Asset checks. The user_profiles checks are blocking: when one fails, the Redis sync in the
+same run is skipped, so a bad extract never reaches the keyspace the product reads."""
+
+import dagster as dg
+
+from assets.activation import PROFILE_TRAITS, redis_user_profiles
+from assets.warehouse import user_profiles
+from personalization_pipeline.metadata import markdown_table
+from personalization_pipeline.resources.redis import RedisResource
+from personalization_pipeline.resources.rules import ProfileRulesResource
+from personalization_pipeline.resources.warehouse import WarehouseResource
+from personalization_pipeline.sync.identify import IdentifyError, identify_fields, user_key
+
+EXAMPLES = 5
+SHRINK_GUARD = "user_profiles_shrink_guard"
+
+
+def _violations(
+    warehouse: WarehouseResource, sql: str, parameters: list | None = None
+) -> tuple[int, list[tuple]]:
+    """Run a query returning (value, rows) for offending values; total rows and a few examples."""
+    with warehouse.connect() as connection:
+        rows = connection.execute(sql, parameters or []).fetchall()
+    return sum(count for _, count in rows), rows[:EXAMPLES]
+
+
+def _result(
+    violations: int, examples: list[tuple], what: str, columns: list[str]
+) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=violations == 0,
+        description=f"{violations} {what}" if violations else None,
+        metadata={
+            "violations": violations,
+            "examples": dg.MetadataValue.md(markdown_table(columns, examples)),
+        },
+    )
+
+
+@dg.asset_check(asset=user_profiles, blocking=True, pool="duckdb")
+def user_profiles_user_id_valid(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    """user_id is never null or blank and appears once: it is the Redis key."""
+    violations, examples = _violations(
+        warehouse,
+        """
+        SELECT user_id, count(*) FROM analytics.user_profiles
+        GROUP BY user_id HAVING count(*) > 1 OR coalesce(trim(user_id), '') = ''
+        ORDER BY count(*) DESC, user_id
+        """,
+    )
+    return _result(
+        violations, examples, "rows with a null, blank or duplicate user_id", ["user_id", "rows"]
+    )
+
+
+@dg.asset_check(asset=user_profiles, blocking=True, pool="duckdb")
+def user_profiles_membership_status_allowed(
+    warehouse: WarehouseResource, rules: ProfileRulesResource
+) -> dg.AssetCheckResult:
+    """membership_status is null or one of PROFILE_MEMBERSHIP_STATUSES."""
+    violations, examples = _violations(
+        warehouse,
+        """
+        SELECT membership_status, count(*) FROM analytics.user_profiles
+        WHERE membership_status IS NOT NULL AND NOT list_contains(?, membership_status)
+        GROUP BY ALL ORDER BY count(*) DESC, membership_status
+        """,
+        [rules.allowed_membership_statuses],
+    )
+    return _result(
+        violations,
+        examples,
+        f"rows with a membership_status outside {rules.allowed_membership_statuses}",
+        ["membership_status", "rows"],
+    )
+
+
+@dg.asset_check(asset=user_profiles, blocking=True, pool="duckdb")
+def user_profiles_income_bracket_format(
+    warehouse: WarehouseResource, rules: ProfileRulesResource
+) -> dg.AssetCheckResult:
+    """income_bracket is null or matches PROFILE_INCOME_BRACKET_PATTERN."""
+    violations, examples = _violations(
+        warehouse,
+        """
+        SELECT income_bracket, count(*) FROM analytics.user_profiles
+        WHERE income_bracket IS NOT NULL AND NOT regexp_matches(income_bracket, ?)
+        GROUP BY ALL ORDER BY count(*) DESC, income_bracket
+        """,
+        [rules.income_bracket_pattern],
+    )
+    return _result(
+        violations,
+        examples,
+        f"rows whose income_bracket does not match {rules.income_bracket_pattern}",
+        ["income_bracket", "rows"],
+    )
+
+
+def _last_good_row_count(instance: dg.DagsterInstance) -> int | None:
+    """Row count recorded by the most recent passing shrink-guard evaluation."""
+    from dagster._core.storage.asset_check_execution_record import (
+        AssetCheckExecutionRecordStatus,
+    )
+
+    key = dg.AssetCheckKey(user_profiles.key, SHRINK_GUARD)
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        key, limit=1, status={AssetCheckExecutionRecordStatus.SUCCEEDED}
+    )
+    if not history or history[0].evaluation is None:
+        return None
+    return history[0].evaluation.metadata["row_count"].value
+
+
+@dg.asset_check(asset=user_profiles, name=SHRINK_GUARD, blocking=True, pool="duckdb")
+def user_profiles_shrink_guard(
+    context: dg.AssetCheckExecutionContext,
+    warehouse: WarehouseResource,
+    rules: ProfileRulesResource,
+) -> dg.AssetCheckResult:
+    """user_profiles lost at most PROFILE_MAX_SHRINK of its rows since the last good build."""
+    with warehouse.connect() as connection:
+        (rows,) = connection.execute("SELECT count(*) FROM analytics.user_profiles").fetchone()
+    baseline = _last_good_row_count(context.instance)
+    lost = 0.0 if not baseline else max(0.0, (baseline - rows) / baseline)
+    passed = lost <= rules.max_shrink_fraction
+    return dg.AssetCheckResult(
+        passed=passed,
+        description=None
+        if passed
+        else (
+            f"user_profiles shrank from {baseline} to {rows} rows ({lost:.0%} lost, limit "
+            f"{rules.max_shrink_fraction:.0%}); if the source really lost these users, raise "
+            "PROFILE_MAX_SHRINK for one run"
+        ),
+        metadata={
+            "row_count": rows,
+            "baseline_row_count": baseline if baseline is not None else "none (first build)",
+            "lost_fraction": round(lost, 4),
+            "max_shrink_fraction": rules.max_shrink_fraction,
+        },
+    )
+
+
+@dg.asset_check(asset=redis_user_profiles, pool="duckdb")
+def redis_user_profiles_readback(
+    warehouse: WarehouseResource, redis: RedisResource, rules: ProfileRulesResource
+) -> dg.AssetCheckResult:
+    """A random sample of profiles read back from Redis equals the warehouse, field by field."""
+    columns = ["user_id", *PROFILE_TRAITS]
+    with warehouse.connect() as connection:
+        sample = connection.execute(
+            f"SELECT {', '.join(columns)} FROM analytics.user_profiles "
+            f"USING SAMPLE reservoir({int(rules.readback_sample_size)} ROWS)"
+        ).fetchall()
+    client = redis.get_client()
+    keys, expected = [], []
+    for row in sample:
+        try:
+            fields = identify_fields(traits=dict(zip(PROFILE_TRAITS, row[1:], strict=True)))
+            keys.append(user_key(row[0], redis.key_prefix))
+        except IdentifyError:
+            continue  # rejected rows are never written, so there is nothing to read back
+        expected.append(fields)
+    pipeline = client.pipeline(transaction=False)
+    for key in keys:
+        pipeline.hmget(key, PROFILE_TRAITS)
+    mismatches = []
+    for key, want, got in zip(keys, expected, pipeline.execute(), strict=True):
+        stored = {f: v.decode() for f, v in zip(PROFILE_TRAITS, got, strict=True) if v is not None}
+        if stored != want:
+            mismatches.append((key, want, stored))
+    return dg.AssetCheckResult(
+        passed=not mismatches,
+        description=f"{len(mismatches)} of {len(keys)} sampled profiles differ"
+        if mismatches
+        else None,
+        metadata={
+            "sampled": len(keys),
+            "mismatches": len(mismatches),
+            "examples": dg.MetadataValue.md(
+                markdown_table(["key", "warehouse", "redis"], mismatches[:EXAMPLES])
+            ),
+        },
+    )

@@ -1,0 +1,107 @@
+"""Sensors: start the profile path only when a source changed.
+
+Each evaluation is cheap (a COUNT and a one-row query against Salesforce; a stat and, only when
+that moved, a hash of the enrichment file) and never opens the DuckDB warehouse, which belongs
+to runs. A source that cannot be asked fails the tick with the reason, and the cursor stays put,
+so the change is still seen on the next tick.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from assets.activation import redis_user_profiles
+from assets.sources import income_enrichment, salesforce_contacts
+from assets.warehouse import user_profiles
+from personalization_pipeline.jobs import warehouse_actions_job
+from personalization_pipeline.resources.enrichment import EnrichmentFileResource
+from personalization_pipeline.resources.salesforce import ContactSource
+
+DEFAULT_INTERVAL_SECONDS = 30 * 60
+MINIMUM_INTERVAL_SECONDS = 60
+TRIGGER_TAG = "personalization/trigger"
+
+
+def sensor_interval_seconds() -> int:
+    """SENSOR_INTERVAL_SECONDS, default 1800 (30 minutes), at least 60."""
+    value = int(os.environ.get("SENSOR_INTERVAL_SECONDS") or DEFAULT_INTERVAL_SECONDS)
+    if value < MINIMUM_INTERVAL_SECONDS:
+        raise ValueError(
+            f"SENSOR_INTERVAL_SECONDS={value} is below the {MINIMUM_INTERVAL_SECONDS}-second "
+            "minimum; set it to 60 or more"
+        )
+    return value
+
+
+def short_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dg.sensor(
+    job=warehouse_actions_job,
+    minimum_interval_seconds=sensor_interval_seconds(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def salesforce_contacts_sensor(
+    context: dg.SensorEvaluationContext, salesforce: ContactSource
+) -> dg.RunRequest | dg.SkipReason:
+    """Runs the profile path when any Salesforce Contact was added, edited or deleted."""
+    marker = salesforce.change_marker()
+    if marker == context.cursor:
+        return dg.SkipReason(f"No Contact changed in {salesforce.describe()}: {marker}")
+    # The key names the transition, so a tick that is retried cannot start a second run.
+    run_key = f"contacts:{short_digest(f'{context.cursor}->{marker}')}"
+    context.update_cursor(marker)
+    return dg.RunRequest(
+        run_key=run_key,
+        asset_selection=[salesforce_contacts.key, user_profiles.key, redis_user_profiles.key],
+        tags={TRIGGER_TAG: "salesforce_contacts_sensor", "personalization/change": marker},
+    )
+
+
+def file_fingerprint(path: Path, previous: dict | None) -> dict:
+    """Size, mtime and content hash; the file is only read when size or mtime moved."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"Income enrichment file {path} does not exist: set INCOME_ENRICHMENT_PATH to the "
+            "file the enrichment job drops"
+        ) from None
+    fingerprint = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if previous and all(previous.get(k) == v for k, v in fingerprint.items()):
+        return previous
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {**fingerprint, "sha256": digest.hexdigest()}
+
+
+@dg.sensor(
+    job=warehouse_actions_job,
+    minimum_interval_seconds=sensor_interval_seconds(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def income_enrichment_sensor(
+    context: dg.SensorEvaluationContext, income_file: EnrichmentFileResource
+) -> dg.RunRequest | dg.SkipReason:
+    """Runs the profile path when the enrichment vendor drops a file with new content."""
+    path = Path(income_file.path)
+    previous = json.loads(context.cursor) if context.cursor else None
+    fingerprint = file_fingerprint(path, previous)
+    if fingerprint == previous:
+        return dg.SkipReason(f"{path} unchanged (size {fingerprint['size']}, same mtime)")
+    context.update_cursor(json.dumps(fingerprint, sort_keys=True))
+    if previous and previous.get("sha256") == fingerprint["sha256"]:
+        return dg.SkipReason(f"{path} was touched but its content is unchanged")
+    return dg.RunRequest(
+        run_key=f"income:{fingerprint['sha256'][:16]}:{fingerprint['mtime_ns']}",
+        asset_selection=[income_enrichment.key, user_profiles.key, redis_user_profiles.key],
+        tags={TRIGGER_TAG: "income_enrichment_sensor"},
+    )

@@ -1,0 +1,133 @@
+"""Sensors request a run only when a source changed, and never lose a change on an error."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from personalization_pipeline.resources.enrichment import EnrichmentFileResource
+from personalization_pipeline.resources.salesforce import SalesforceApiSource, SampleContactSource
+from personalization_pipeline.sensors import (
+    TRIGGER_TAG,
+    income_enrichment_sensor,
+    salesforce_contacts_sensor,
+    sensor_interval_seconds,
+)
+from tests.conftest import SAMPLE_DIR, free_port
+
+
+def tick(sensor: dg.SensorDefinition, cursor: str | None, **resources):
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(), cursor=cursor, resources=resources
+    )
+    return sensor.evaluate_tick(context)
+
+
+@pytest.fixture
+def contacts_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "contacts.csv"
+    shutil.copyfile(SAMPLE_DIR / "salesforce_contacts.csv", path)
+    return path
+
+
+@pytest.fixture
+def income_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "income.csv"
+    shutil.copyfile(SAMPLE_DIR / "income_enrichment.csv", path)
+    return path
+
+
+def test_sensors_run_every_30_minutes_by_default():
+    for sensor in (salesforce_contacts_sensor, income_enrichment_sensor):
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+        assert sensor.minimum_interval_seconds == 1800
+        assert sensor.job_name == "warehouse_actions_job"
+
+
+def test_interval_is_configurable_down_to_a_minute(monkeypatch):
+    monkeypatch.setenv("SENSOR_INTERVAL_SECONDS", "60")
+    assert sensor_interval_seconds() == 60
+    monkeypatch.setenv("SENSOR_INTERVAL_SECONDS", "30")
+    with pytest.raises(ValueError, match="below the 60-second minimum"):
+        sensor_interval_seconds()
+
+
+def test_contacts_sensor_runs_on_change_and_skips_when_unchanged(contacts_csv: Path):
+    source = SampleContactSource(path=str(contacts_csv))
+    first = tick(salesforce_contacts_sensor, None, salesforce=source)
+    (request,) = first.run_requests
+    assert first.cursor == "1000 contacts, latest SystemModstamp 2024-10-27T16:38:00.000Z"
+    assert request.run_key.startswith("contacts:")
+    assert request.tags[TRIGGER_TAG] == "salesforce_contacts_sensor"
+    assert {key.to_user_string() for key in request.asset_selection} == {
+        "salesforce_contacts",
+        "user_profiles",
+        "redis_user_profiles",
+    }
+
+    unchanged = tick(salesforce_contacts_sensor, first.cursor, salesforce=source)
+    assert unchanged.run_requests == []
+    assert "No Contact changed" in unchanged.skip_message
+    assert unchanged.cursor == first.cursor
+
+    contacts_csv.write_text(
+        contacts_csv.read_text().replace("2024-07-13T12:26:00.000Z", "2024-11-01T09:00:00.000Z")
+    )
+    changed = tick(salesforce_contacts_sensor, first.cursor, salesforce=source)
+    (again,) = changed.run_requests
+    assert changed.cursor == "1000 contacts, latest SystemModstamp 2024-11-01T09:00:00.000Z"
+    assert again.run_key != request.run_key
+
+
+def test_contacts_sensor_reports_a_source_error_and_keeps_its_cursor(tmp_path: Path):
+    unreachable = SalesforceApiSource(
+        instance_url=f"https://127.0.0.1:{free_port()}", session_id="00D!expired"
+    )
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(),
+        cursor="previous",
+        resources={"salesforce": unreachable},
+    )
+    with pytest.raises(Exception, match=r"Connection refused|Max retries exceeded"):
+        salesforce_contacts_sensor.evaluate_tick(context)
+    assert context.cursor == "previous"
+
+
+def test_income_sensor_follows_content_not_timestamps(income_csv: Path):
+    income_file = EnrichmentFileResource(path=str(income_csv))
+    first = tick(income_enrichment_sensor, None, income_file=income_file)
+    (request,) = first.run_requests
+    assert {key.to_user_string() for key in request.asset_selection} == {
+        "income_enrichment",
+        "user_profiles",
+        "redis_user_profiles",
+    }
+    assert set(json.loads(first.cursor)) == {"size", "mtime_ns", "sha256"}
+
+    unchanged = tick(income_enrichment_sensor, first.cursor, income_file=income_file)
+    assert unchanged.run_requests == [] and "unchanged" in unchanged.skip_message
+
+    stat = income_csv.stat()
+    os.utime(income_csv, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    touched = tick(income_enrichment_sensor, first.cursor, income_file=income_file)
+    assert touched.run_requests == [] and "content is unchanged" in touched.skip_message
+    assert json.loads(touched.cursor)["mtime_ns"] == stat.st_mtime_ns + 10**9
+
+    income_csv.write_text(income_csv.read_text().replace("level_2", "level_3", 1))
+    changed = tick(income_enrichment_sensor, touched.cursor, income_file=income_file)
+    (again,) = changed.run_requests
+    assert again.run_key != request.run_key
+
+
+def test_income_sensor_reports_a_missing_file_and_keeps_its_cursor(tmp_path: Path):
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(),
+        cursor="{}",
+        resources={"income_file": EnrichmentFileResource(path=str(tmp_path / "absent.csv"))},
+    )
+    with pytest.raises(Exception, match=r"absent\.csv does not exist: set INCOME_ENRICHMENT_PATH"):
+        income_enrichment_sensor.evaluate_tick(context)
+    assert context.cursor == "{}"
