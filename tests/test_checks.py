@@ -1,0 +1,163 @@
+"""Asset checks pass on good data, fail on bad data, and a failure blocks the Redis sync."""
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from assets.activation import redis_user_profiles
+from assets.warehouse import user_profiles
+from personalization_pipeline.checks import (
+    redis_user_profiles_readback,
+    user_profiles_user_id_valid,
+)
+from personalization_pipeline.definitions import defs
+from personalization_pipeline.resources.enrichment import EnrichmentFileResource
+from personalization_pipeline.resources.rules import ProfileRulesResource
+from personalization_pipeline.resources.salesforce import SampleContactSource
+from tests.conftest import SAMPLE_DIR
+
+
+def run_profile_path(resources: dict, instance: dg.DagsterInstance | None = None):
+    return defs.resolve_job_def("warehouse_actions_job").execute_in_process(
+        resources=resources, instance=instance, raise_on_error=False
+    )
+
+
+def evaluations(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def edited_copy(source: Path, directory: Path, old: str, new: str, count: int = 1) -> str:
+    target = directory / source.name
+    target.write_text(source.read_text().replace(old, new, count))
+    return str(target)
+
+
+def test_every_check_passes_on_the_sample_data(pipeline_resources):
+    result = run_profile_path(pipeline_resources)
+    assert result.success
+    checks = evaluations(result)
+    assert set(checks) == {
+        "user_profiles_user_id_valid",
+        "user_profiles_membership_status_allowed",
+        "user_profiles_income_bracket_format",
+        "user_profiles_shrink_guard",
+        "redis_user_profiles_readback",
+    }
+    assert all(check.passed for check in checks.values())
+    assert checks["redis_user_profiles_readback"].metadata["sampled"].value == 100
+
+
+@pytest.mark.parametrize(
+    ("check_name", "resource_key", "sample_file", "old", "bad_value"),
+    [
+        (
+            "user_profiles_membership_status_allowed",
+            "salesforce",
+            "salesforce_contacts.csv",
+            ",loyalty_member,U000001,",
+            "gold",
+        ),
+        (
+            "user_profiles_income_bracket_format",
+            "income_file",
+            "income_enrichment.csv",
+            "quinn.garcia.2@example.com,level_2",
+            "Level 9",
+        ),
+    ],
+)
+def test_a_failed_value_check_blocks_the_redis_sync(
+    pipeline_resources,
+    redis_client,
+    tmp_path,
+    check_name,
+    resource_key,
+    sample_file,
+    old,
+    bad_value,
+):
+    new = old.replace("loyalty_member" if resource_key == "salesforce" else "level_2", bad_value)
+    path = edited_copy(SAMPLE_DIR / sample_file, tmp_path, old, new)
+    resource = (SampleContactSource if resource_key == "salesforce" else EnrichmentFileResource)(
+        path=path
+    )
+    result = run_profile_path({**pipeline_resources, resource_key: resource})
+    assert not result.success
+    failed = evaluations(result)[check_name]
+    assert not failed.passed
+    assert failed.metadata["violations"].value == 1
+    assert f"| {bad_value} | 1 |" in failed.metadata["examples"].value
+    assert redis_client.dbsize() == 0, "the sync must not run after a failed blocking check"
+
+
+def test_user_id_check_catches_duplicates_and_blanks(pipeline_resources):
+    warehouse = pipeline_resources["warehouse"]
+    with duckdb.connect(warehouse.path) as connection:
+        connection.execute(
+            "CREATE SCHEMA analytics; CREATE TABLE analytics.user_profiles AS "
+            "SELECT * FROM (VALUES ('u1'), ('u1'), ('u2'), (NULL), ('  ')) AS t(user_id)"
+        )
+    result = dg.materialize(
+        [user_profiles, user_profiles_user_id_valid],
+        resources=pipeline_resources,
+        selection=dg.AssetSelection.checks(user_profiles_user_id_valid),
+        raise_on_error=False,
+    )
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.metadata["violations"].value == 4  # two u1 rows, the null, the blank
+
+
+def test_shrink_guard_blocks_a_collapsed_extract_until_the_limit_is_raised(
+    pipeline_resources, redis_client, tmp_path
+):
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_profile_path(pipeline_resources, instance).success
+
+    half = tmp_path / "contacts.csv"
+    lines = (SAMPLE_DIR / "salesforce_contacts.csv").read_text().splitlines(keepends=True)
+    half.write_text("".join(lines[:501]).replace("maya.jensen.1@", "maya.new@"))
+    shrunk = {**pipeline_resources, "salesforce": SampleContactSource(path=str(half))}
+    blocked = run_profile_path(shrunk, instance)
+    guard = evaluations(blocked)["user_profiles_shrink_guard"]
+    assert not blocked.success and not guard.passed
+    assert guard.metadata["baseline_row_count"].value == 962
+    assert "raise PROFILE_MAX_SHRINK" in guard.description
+    assert redis_client.hget("user:U000001", "email") == "maya.jensen.1@example.com"
+
+    allowed = {**shrunk, "rules": ProfileRulesResource(max_shrink_fraction=0.6)}
+    assert run_profile_path(allowed, instance).success
+    assert redis_client.hget("user:U000001", "email") == "maya.new@example.com"
+
+
+def test_readback_check_finds_drift_in_redis(pipeline_resources, redis_client):
+    assert run_profile_path(pipeline_resources).success
+    redis_client.hset("user:U000002", "income_bracket", "level_5")
+    redis_client.hdel("user:U000003", "email")
+    resources = {**pipeline_resources, "rules": ProfileRulesResource(readback_sample_size=5000)}
+    result = dg.materialize(
+        [redis_user_profiles, redis_user_profiles_readback],
+        resources=resources,
+        selection=dg.AssetSelection.checks(redis_user_profiles_readback),
+        raise_on_error=False,
+    )
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.metadata["sampled"].value == 962
+    assert evaluation.metadata["mismatches"].value == 2
+    assert "user:U000002" in evaluation.metadata["examples"].value
+
+
+def test_sync_ignores_fields_it_does_not_own(pipeline_resources, redis_client):
+    """Real-time traits in the same hash (e.g. recent purchases) are not drift."""
+    assert run_profile_path(pipeline_resources).success
+    redis_client.hset("user:U000002", "recent_five_purchases.purchase_1", "SKU-1")
+    result = dg.materialize(
+        [redis_user_profiles, redis_user_profiles_readback],
+        resources={**pipeline_resources, "rules": ProfileRulesResource(readback_sample_size=5000)},
+        selection=dg.AssetSelection.checks(redis_user_profiles_readback),
+    )
+    assert result.get_asset_check_evaluations()[0].passed
