@@ -20,6 +20,9 @@ defs = dg.Definitions(
     sensors=[sensors.salesforce_contacts_sensor, sensors.income_enrichment_sensor],
     schedules=[schedules.reconcile_schedule, schedules.warehouse_actions_schedule],
     resources=resources_from_env(),
+    # Every step that opens the warehouse is serialized by the `duckdb` pool anyway, so a
+    # process per step would only add start-up time (seconds each on a small machine).
+    executor=dg.in_process_executor,
 ).permissive_map_resolved_asset_specs(
     func=lambda spec: dg.apply_freshness_policy(spec, REDIS_FRESHNESS),
     selection=[activation.redis_user_profiles.key],

@@ -1,6 +1,7 @@
 """The source assets land the sample files in DuckDB, and bad files fail with a useful message."""
 
 import csv
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -93,11 +94,16 @@ def test_income_file_missing_a_column_names_file_column_and_columns_found(
         dg.materialize([income_enrichment], resources=resources)
 
 
-def test_contact_export_missing_a_column_fails_the_run(pipeline_resources, tmp_path: Path):
+def test_contact_export_missing_a_column_fails_at_once_without_retries(
+    pipeline_resources, tmp_path: Path
+):
     bad = tmp_path / "contacts.csv"
     bad.write_text("Id,Email\n003,a@example.com\n")
     resources = {**pipeline_resources, "salesforce": SampleContactSource(path=str(bad))}
-    with pytest.raises(
-        Exception, match=r"missing required column.*FirstName.*columns found: Id, Email"
-    ):
-        dg.materialize([salesforce_contacts], resources=resources)
+    result = dg.materialize([salesforce_contacts], resources=resources, raise_on_error=False)
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert re.search(
+        r"missing required column.*FirstName.*columns found: Id, Email",
+        failure.step_failure_data.user_failure_data.description,
+    )
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
