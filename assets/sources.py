@@ -1,24 +1,59 @@
 """Sources: land Salesforce Contacts and the income-enrichment drop in the warehouse as is."""
 
 import dagster as dg
+from pydantic import Field
+from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 
+from personalization_pipeline.errors import MissingColumnsError
 from personalization_pipeline.metadata import table_metadata
 from personalization_pipeline.resources.enrichment import EnrichmentFileResource
-from personalization_pipeline.resources.salesforce import ContactSource
+from personalization_pipeline.resources.salesforce import ContactSource, SalesforceApiSource
 from personalization_pipeline.resources.warehouse import WarehouseResource
+from personalization_pipeline.salesforce.client import SalesforceConfigError, SalesforceQueryError
+from personalization_pipeline.salesforce.mapping import FieldMappingError
 from personalization_pipeline.warehouse.contacts import replace_contacts
 from personalization_pipeline.warehouse.income import replace_income
 
+PERMANENT_ERRORS = (
+    MissingColumnsError,
+    FieldMappingError,
+    SalesforceQueryError,
+    SalesforceConfigError,
+    SalesforceAuthenticationFailed,
+)
 
-@dg.asset(group_name="sources", kinds={"salesforce", "duckdb"}, pool="duckdb")
+
+class SalesforceContactsConfig(dg.Config):
+    full_refresh: bool = Field(
+        default=False,
+        description="Reload every contact and mark those Salesforce no longer returns as deleted.",
+    )
+
+
+@dg.asset(
+    group_name="sources",
+    kinds={"salesforce", "duckdb"},
+    pool="duckdb",
+    # Transient Salesforce failures are retried per call; this covers what outlasts those.
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL),
+)
 def salesforce_contacts(
-    context: dg.AssetExecutionContext, salesforce: ContactSource, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    config: SalesforceContactsConfig,
+    salesforce: ContactSource,
+    warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     """Salesforce Contacts, deleted ones included, landed in raw.salesforce_contact."""
-    context.log.info(f"Reading contacts from {salesforce.describe()}")
-    with warehouse.connect() as connection:
-        load = replace_contacts(connection, salesforce.contact_pages(), salesforce.fields)
-        metadata = table_metadata(connection, "raw.salesforce_contact")
+    try:
+        context.log.info(f"Reading contacts from {salesforce.describe()}")
+        if isinstance(salesforce, SalesforceApiSource):
+            return _extract_from_api(context, config, salesforce, warehouse)
+        with warehouse.connect() as connection:
+            load = replace_contacts(connection, salesforce.contact_pages(), salesforce.fields)
+            metadata = table_metadata(connection, "raw.salesforce_contact")
+    except PERMANENT_ERRORS as error:
+        # Configuration and query errors fail the same way on every attempt: no run retries.
+        raise dg.Failure(description=str(error), allow_retries=False) from error
     context.log.info(
         f"Landed {load.rows} contacts ({load.deleted} deleted, "
         f"{load.without_user_id} without an app user id)"
@@ -29,6 +64,49 @@ def salesforce_contacts(
             "source": salesforce.describe(),
             "deleted_contacts": load.deleted,
             "contacts_without_user_id": load.without_user_id,
+        }
+    )
+
+
+def _extract_from_api(
+    context: dg.AssetExecutionContext,
+    config: SalesforceContactsConfig,
+    salesforce: SalesforceApiSource,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
+    with warehouse.connect() as connection:
+        result, usage = salesforce.extract(connection, config.full_refresh, context.log.info)
+        metadata = table_metadata(connection, "raw.salesforce_contact")
+        deleted, without_user_id = connection.execute(
+            "SELECT count(*) FILTER (is_deleted), "
+            "count(*) FILTER (NOT is_deleted AND coalesce(trim(user_id), '') = '') "
+            "FROM raw.salesforce_contact"
+        ).fetchone()
+    if result.stopped_early:
+        context.log.warning(f"Stopped early: {result.stopped_early}")
+    context.log.info(
+        f"{result.mode.upper()}: fetched {result.rows_fetched}, inserted {result.inserted}, "
+        f"updated {result.updated}, marked deleted {result.marked_deleted}; "
+        f"cursor {result.cursor_before} -> {result.cursor_after}; API calls {usage.calls}, "
+        f"usage {usage.reported()}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **metadata,
+            "source": salesforce.describe(),
+            "api": "Bulk API 2.0" if result.mode == "bulk" else "REST",
+            "full_refresh": result.full_refresh,
+            "rows_fetched": result.rows_fetched,
+            "rows_inserted": result.inserted,
+            "rows_updated": result.updated,
+            "rows_marked_deleted": result.marked_deleted,
+            "cursor_before": str(result.cursor_before or "none"),
+            "cursor_after": str(result.cursor_after or "none"),
+            "api_calls_used": usage.calls,
+            "api_usage_reported": usage.reported(),
+            "stopped_early": result.stopped_early or "no",
+            "deleted_contacts": deleted,
+            "contacts_without_user_id": without_user_id,
         }
     )
 
