@@ -20,6 +20,8 @@ from personalization_pipeline.cli import redis_server_command
 os.environ["REDIS_URL"] = "redis://127.0.0.1:1/0"
 os.environ["WAREHOUSE_PATH"] = "/nonexistent/tests-must-use-tmp_path.duckdb"
 
+pytest_plugins = ["tests.salesforce_fixtures"]
+
 
 def free_port() -> int:
     with socket.socket() as sock:

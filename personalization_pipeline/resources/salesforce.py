@@ -10,12 +10,26 @@ from __future__ import annotations
 import csv
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
+import duckdb
+import requests
 
 from personalization_pipeline.errors import require_columns
+from personalization_pipeline.salesforce.client import (
+    ApiUsage,
+    RetryPolicy,
+    SalesforceAuth,
+    SalesforceClient,
+)
+from personalization_pipeline.salesforce.extract import (
+    ExtractResult,
+    ExtractSettings,
+    extract_contacts,
+)
 
 DEFAULT_SAMPLE_CONTACTS_PATH = "data/sample/salesforce_contacts.csv"
 DEFAULT_USER_ID_FIELD = "App_User_Id__c"
@@ -24,15 +38,21 @@ PAGE_SIZE = 2000
 Record = dict[str, object]
 
 
-def contact_fields(user_id_field: str) -> dict[str, str]:
+def contact_fields(
+    user_id_field: str,
+    email_field: str = "Email",
+    first_name_field: str = "FirstName",
+    last_name_field: str = "LastName",
+    membership_status_field: str = "Membership_Status__c",
+) -> dict[str, str]:
     """Salesforce Contact field -> raw.salesforce_contact column."""
     return {
         "Id": "id",
         user_id_field: "user_id",
-        "Email": "email",
-        "FirstName": "first_name",
-        "LastName": "last_name",
-        "Membership_Status__c": "membership_status",
+        email_field: "email",
+        first_name_field: "first_name",
+        last_name_field: "last_name",
+        membership_status_field: "membership_status",
         "SystemModstamp": "system_modstamp",
         "IsDeleted": "is_deleted",
     }
@@ -42,10 +62,20 @@ class ContactSource(dg.ConfigurableResource, ABC):
     """Salesforce Contacts, one page of records at a time."""
 
     user_id_field: str = DEFAULT_USER_ID_FIELD
+    email_field: str = "Email"
+    first_name_field: str = "FirstName"
+    last_name_field: str = "LastName"
+    membership_status_field: str = "Membership_Status__c"
 
     @property
     def fields(self) -> dict[str, str]:
-        return contact_fields(self.user_id_field)
+        return contact_fields(
+            self.user_id_field,
+            self.email_field,
+            self.first_name_field,
+            self.last_name_field,
+            self.membership_status_field,
+        )
 
     @abstractmethod
     def describe(self) -> str:
@@ -107,45 +137,81 @@ def _export_value(text: str) -> object:
 
 
 class SalesforceApiSource(ContactSource):
-    """Contacts read through the Salesforce REST API with simple-salesforce.
+    """Contacts read through the Salesforce API with simple-salesforce.
 
-    Authenticates with username + password + security token (domain `login`, `test` or a My
-    Domain such as `acme.my`), or with an instance URL + session id.
+    Logs in with whichever flow the settings describe (see SalesforceAuth.flow): username +
+    password + security token (domain `login`, `test` or a My Domain such as `acme.my`), OAuth
+    username-password, JWT bearer (consumer key + private key file), client credentials
+    (consumer key + secret on a My Domain), or an instance URL + session id. `extract()` lands
+    contacts incrementally; see personalization_pipeline/salesforce/extract.py.
     """
 
     username: str | None = None
     password: str | None = None
     security_token: str | None = None
     domain: str = "login"
+    consumer_key: str | None = None
+    consumer_secret: str | None = None
+    private_key_file: str | None = None
     instance_url: str | None = None
     session_id: str | None = None
     api_version: str = "59.0"
+    lookback_minutes: float = 10.0
+    bulk_threshold: int = 50_000
+    api_budget_share: float = 0.8
+    max_attempts: int = 5
+    retry_base_seconds: float = 1.0
+    retry_max_seconds: float = 60.0
+    bulk_poll_seconds: float = 5.0
+    query_batch_size: int = 2000
+    bulk_page_size: int = 50_000
 
     def describe(self) -> str:
-        who = self.username or self.instance_url
-        return f"Salesforce API v{self.api_version} as {who}"
+        return f"Salesforce API v{self.api_version} as {self.auth().who}"
+
+    def auth(self) -> SalesforceAuth:
+        return SalesforceAuth(
+            username=self.username,
+            password=self.password,
+            security_token=self.security_token,
+            domain=self.domain,
+            consumer_key=self.consumer_key,
+            consumer_secret=self.consumer_secret,
+            private_key_file=self.private_key_file,
+            instance_url=self.instance_url,
+            session_id=self.session_id,
+            api_version=self.api_version,
+        )
+
+    def requests_session(self) -> requests.Session | None:
+        """Test seam only: tests return a session that reaches the local Salesforce server."""
+        return None
+
+    def connect(self, log: Callable[[str], None] = lambda message: None) -> SalesforceClient:
+        retry = RetryPolicy(self.max_attempts, self.retry_base_seconds, self.retry_max_seconds)
+        return SalesforceClient(self.auth(), retry=retry, session=self.requests_session(), log=log)
 
     def client(self):
-        from simple_salesforce import Salesforce
+        return self.connect().sf
 
-        if self.session_id and self.instance_url:
-            return Salesforce(
-                instance_url=self.instance_url,
-                session_id=self.session_id,
-                version=self.api_version,
-            )
-        if self.username and self.password:
-            return Salesforce(
-                username=self.username,
-                password=self.password,
-                security_token=self.security_token or "",
-                domain=self.domain,
-                version=self.api_version,
-            )
-        raise ValueError(
-            "Salesforce credentials are incomplete: set SALESFORCE_USERNAME, SALESFORCE_PASSWORD "
-            "and SALESFORCE_SECURITY_TOKEN, or SALESFORCE_INSTANCE_URL and SALESFORCE_SESSION_ID"
+    def extract(
+        self,
+        connection: duckdb.DuckDBPyConnection,
+        full_refresh: bool = False,
+        log: Callable[[str], None] = lambda message: None,
+    ) -> tuple[ExtractResult, ApiUsage]:
+        """Land new, changed and deleted contacts in raw.salesforce_contact (incremental)."""
+        settings = ExtractSettings(
+            lookback=timedelta(minutes=self.lookback_minutes),
+            bulk_threshold=self.bulk_threshold,
+            api_budget_share=self.api_budget_share,
+            query_batch_size=self.query_batch_size,
+            bulk_page_size=self.bulk_page_size,
+            bulk_poll_seconds=self.bulk_poll_seconds,
         )
+        client = self.connect(log)
+        result = extract_contacts(client, connection, self.fields, settings, full_refresh, log)
+        return result, client.usage
 
     def contact_pages(self) -> Iterator[list[Record]]:
         soql = f"SELECT {', '.join(self.fields)} FROM Contact ORDER BY SystemModstamp"
@@ -173,24 +239,53 @@ SALESFORCE_ENV = {
     "password": "SALESFORCE_PASSWORD",
     "security_token": "SALESFORCE_SECURITY_TOKEN",
     "domain": "SALESFORCE_DOMAIN",
+    "consumer_key": "SALESFORCE_CONSUMER_KEY",
+    "consumer_secret": "SALESFORCE_CONSUMER_SECRET",
+    "private_key_file": "SALESFORCE_PRIVATE_KEY_FILE",
     "instance_url": "SALESFORCE_INSTANCE_URL",
     "session_id": "SALESFORCE_SESSION_ID",
     "api_version": "SALESFORCE_API_VERSION",
 }
+# Non-secret tuning, read as plain values (they show in the run config).
+SALESFORCE_TUNING_ENV = {
+    "lookback_minutes": ("SALESFORCE_LOOKBACK_MINUTES", float),
+    "bulk_threshold": ("SALESFORCE_BULK_THRESHOLD", int),
+    "api_budget_share": ("SALESFORCE_API_BUDGET_SHARE", float),
+    "max_attempts": ("SALESFORCE_MAX_ATTEMPTS", int),
+    "retry_base_seconds": ("SALESFORCE_RETRY_BASE_SECONDS", float),
+    "retry_max_seconds": ("SALESFORCE_RETRY_MAX_SECONDS", float),
+    "bulk_poll_seconds": ("SALESFORCE_BULK_POLL_SECONDS", float),
+    "query_batch_size": ("SALESFORCE_QUERY_BATCH_SIZE", int),
+    "bulk_page_size": ("SALESFORCE_BULK_PAGE_SIZE", int),
+}
+FIELD_ENV = {
+    "user_id_field": "SALESFORCE_USER_ID_FIELD",
+    "email_field": "SALESFORCE_EMAIL_FIELD",
+    "first_name_field": "SALESFORCE_FIRST_NAME_FIELD",
+    "last_name_field": "SALESFORCE_LAST_NAME_FIELD",
+    "membership_status_field": "SALESFORCE_MEMBERSHIP_STATUS_FIELD",
+}
 
 
 def contact_source_from_env() -> ContactSource:
-    """The API if SALESFORCE_USERNAME or SALESFORCE_INSTANCE_URL is set, else the sample export."""
-    user_id_field = os.environ.get("SALESFORCE_USER_ID_FIELD", DEFAULT_USER_ID_FIELD)
-    if os.environ.get("SALESFORCE_USERNAME") or os.environ.get("SALESFORCE_INSTANCE_URL"):
+    """The API if SALESFORCE_USERNAME, SALESFORCE_CONSUMER_KEY or SALESFORCE_INSTANCE_URL is set,
+    else the sample export."""
+    field_names = {name: os.environ[var] for name, var in FIELD_ENV.items() if os.environ.get(var)}
+    api_vars = ("SALESFORCE_USERNAME", "SALESFORCE_CONSUMER_KEY", "SALESFORCE_INSTANCE_URL")
+    if any(os.environ.get(variable) for variable in api_vars):
         # EnvVar keeps secrets out of the run config that the UI shows.
         settings = {
             name: dg.EnvVar(variable)
             for name, variable in SALESFORCE_ENV.items()
             if os.environ.get(variable)
         }
-        return SalesforceApiSource(user_id_field=user_id_field, **settings)
+        tuning = {
+            name: kind(os.environ[variable])
+            for name, (variable, kind) in SALESFORCE_TUNING_ENV.items()
+            if os.environ.get(variable)
+        }
+        return SalesforceApiSource(**field_names, **settings, **tuning)
     return SampleContactSource(
-        user_id_field=user_id_field,
+        **field_names,
         path=os.environ.get("SAMPLE_CONTACTS_PATH", DEFAULT_SAMPLE_CONTACTS_PATH),
     )

@@ -1,0 +1,301 @@
+"""Incremental Contact extraction into raw.salesforce_contact.
+
+One run: check the field mapping against describe; read the cursor (the largest SystemModstamp
+landed) and query from `cursor - lookback` with queryAll, so soft-deleted contacts arrive with
+IsDeleted = true and late-committed records are not missed; count first and page through REST
+or a Bulk 2.0 job above the threshold; merge every page by Id in its own transaction, which
+also advances the cursor (REST pages are ordered by SystemModstamp; unordered Bulk pages move it
+only with the last page). A crash re-reads from the last committed cursor and never skips.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import pandas as pd
+
+from personalization_pipeline.salesforce.client import ApiLimitReached, SalesforceClient
+from personalization_pipeline.salesforce.mapping import check_field_mapping
+from personalization_pipeline.warehouse.schema import ensure_schema
+
+CURSOR_NAME = "salesforce_contact"
+COLUMNS = (
+    "id",
+    "user_id",
+    "email",
+    "first_name",
+    "last_name",
+    "membership_status",
+    "system_modstamp",
+    "is_deleted",
+)
+
+STATE_TABLES = """
+CREATE SCHEMA IF NOT EXISTS salesforce_state;
+CREATE TABLE IF NOT EXISTS salesforce_state.cursor (
+    name VARCHAR PRIMARY KEY,
+    system_modstamp TIMESTAMP,   -- UTC; the largest SystemModstamp landed
+    updated_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS salesforce_state.full_refresh_seen (id VARCHAR PRIMARY KEY);
+"""
+
+# Counts before the merge: new ids, existing rows whose values change, rows that become deleted.
+COUNT_PAGE = """
+SELECT count(*) FILTER (WHERE r.id IS NULL),
+       count(*) FILTER (WHERE r.id IS NOT NULL AND i.system_modstamp >= r.system_modstamp AND (
+           i.user_id IS DISTINCT FROM r.user_id OR i.email IS DISTINCT FROM r.email
+           OR i.first_name IS DISTINCT FROM r.first_name OR i.last_name IS DISTINCT FROM r.last_name
+           OR i.membership_status IS DISTINCT FROM r.membership_status
+           OR i.system_modstamp IS DISTINCT FROM r.system_modstamp
+           OR i.is_deleted IS DISTINCT FROM r.is_deleted)),
+       count(*) FILTER (WHERE r.id IS NOT NULL AND i.is_deleted AND NOT r.is_deleted
+                        AND i.system_modstamp >= r.system_modstamp),
+       max(i.system_modstamp)
+FROM incoming AS i LEFT JOIN raw.salesforce_contact AS r USING (id)
+"""
+
+STAGE_PAGE = """
+CREATE OR REPLACE TEMP TABLE incoming AS
+SELECT id, user_id, email, first_name, last_name, membership_status,
+       -- REST sends 2024-01-02T03:04:05.000+0000, Bulk 2.0 2024-01-02T03:04:05.000Z
+       CAST(system_modstamp AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS system_modstamp,
+       coalesce(CAST(is_deleted AS BOOLEAN), false) AS is_deleted
+FROM contact_page
+QUALIFY row_number() OVER (PARTITION BY id ORDER BY system_modstamp DESC) = 1
+"""
+
+# Never let an older copy of a record overwrite a newer one.
+MERGE_PAGE = """
+INSERT INTO raw.salesforce_contact
+SELECT *, now() AT TIME ZONE 'UTC' FROM incoming
+ON CONFLICT (id) DO UPDATE SET
+    user_id = excluded.user_id, email = excluded.email, first_name = excluded.first_name,
+    last_name = excluded.last_name, membership_status = excluded.membership_status,
+    system_modstamp = excluded.system_modstamp, is_deleted = excluded.is_deleted,
+    loaded_at = excluded.loaded_at
+WHERE excluded.system_modstamp >= salesforce_contact.system_modstamp
+"""
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    lookback: timedelta = timedelta(minutes=10)
+    bulk_threshold: int = 50_000
+    api_budget_share: float = 0.8
+    query_batch_size: int = 2000
+    bulk_page_size: int = 50_000
+    bulk_poll_seconds: float = 5.0
+
+
+@dataclass
+class ExtractResult:
+    mode: str = "rest"  # rest | bulk
+    full_refresh: bool = False
+    rows_expected: int = 0
+    rows_fetched: int = 0
+    inserted: int = 0
+    updated: int = 0
+    marked_deleted: int = 0
+    pages: int = 0
+    cursor_before: datetime | None = None
+    cursor_after: datetime | None = None
+    max_fetched: datetime | None = None
+    stopped_early: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def soql_datetime(value: datetime) -> str:
+    """An unquoted UTC SOQL literal. Seconds only: truncation only widens a >= window."""
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def contact_soql(fields: Mapping[str, str], since: datetime | None, ordered: bool) -> str:
+    soql = f"SELECT {', '.join(fields)} FROM Contact"
+    if since is not None:
+        soql += f" WHERE SystemModstamp >= {soql_datetime(since)}"
+    if ordered:
+        soql += " ORDER BY SystemModstamp ASC"
+    return soql
+
+
+def ensure_state(connection: duckdb.DuckDBPyConnection) -> None:
+    ensure_schema(connection)
+    connection.execute(STATE_TABLES)
+
+
+def read_cursor(connection: duckdb.DuckDBPyConnection) -> datetime | None:
+    row = connection.execute(
+        "SELECT system_modstamp FROM salesforce_state.cursor WHERE name = ?", [CURSOR_NAME]
+    ).fetchone()
+    return row[0] if row else None
+
+
+def extract_contacts(
+    client: SalesforceClient,
+    connection: duckdb.DuckDBPyConnection,
+    fields: Mapping[str, str],
+    settings: ExtractSettings | None = None,
+    full_refresh: bool = False,
+    log: Callable[[str], None] = lambda message: None,
+) -> ExtractResult:
+    """Land new, changed and deleted Contacts; see the module docstring for the guarantees.
+
+    `fields` maps Salesforce field names to raw.salesforce_contact columns.
+    """
+    settings = settings or ExtractSettings()
+    ensure_state(connection)
+    result = ExtractResult(full_refresh=full_refresh)
+    fields = check_field_mapping(fields, client.describe_contact())
+    result.cursor_before = read_cursor(connection)
+    result.cursor_after = result.cursor_before
+    if _over_budget(client, settings, result, "before the extract started"):
+        return result
+    since = None
+    if result.cursor_before is not None and not full_refresh:
+        since = result.cursor_before.replace(tzinfo=UTC) - settings.lookback
+    if full_refresh:
+        connection.execute("DELETE FROM salesforce_state.full_refresh_seen")
+
+    where = contact_soql({"COUNT()": ""}, since, ordered=False)
+    try:
+        result.rows_expected = client.query_page(where, settings.query_batch_size)["totalSize"]
+        result.mode = "bulk" if result.rows_expected > settings.bulk_threshold else "rest"
+        log(
+            f"{result.rows_expected} contacts changed since {since or 'the beginning'}; "
+            f"reading them with {'Bulk API 2.0' if result.mode == 'bulk' else 'REST'}"
+        )
+        if result.mode == "bulk":
+            pages = _bulk_pages(client, contact_soql(fields, since, ordered=False), settings)
+        else:
+            pages = _rest_pages(client, contact_soql(fields, since, ordered=True), settings)
+        for frame, is_last in pages:
+            _land_page(connection, frame, fields, result, is_last)
+            if not is_last and _over_budget(client, settings, result, "mid-extract"):
+                return result
+    except ApiLimitReached as error:
+        result.stopped_early = f"Salesforce refused further calls (REQUEST_LIMIT_EXCEEDED): {error}"
+        log(result.stopped_early)
+        return result
+    return result
+
+
+def _over_budget(
+    client: SalesforceClient, settings: ExtractSettings, result: ExtractResult, when: str
+) -> bool:
+    share = client.usage.share()
+    if share is None or share < settings.api_budget_share:
+        return False
+    result.stopped_early = (
+        f"API usage {client.usage.reported()} reached the {settings.api_budget_share:.0%} "
+        f"budget {when}; progress so far is kept and the next run resumes from the cursor"
+    )
+    if result.full_refresh:
+        result.stopped_early += " (contacts missing from Salesforce were not marked deleted)"
+    return True
+
+
+def _rest_pages(
+    client: SalesforceClient, soql: str, settings: ExtractSettings
+) -> Iterator[tuple[pd.DataFrame, bool]]:
+    page = client.query_page(soql, settings.query_batch_size)
+    while True:
+        names = [n for n in page["records"][0] if n != "attributes"] if page["records"] else []
+        frame = pd.DataFrame(
+            {name: [r[name] for r in page["records"]] for name in names}, dtype=object
+        )
+        yield frame, page["done"]
+        if page["done"]:
+            return
+        page = client.query_more(page["nextRecordsUrl"], settings.query_batch_size)
+
+
+def _bulk_pages(
+    client: SalesforceClient, soql: str, settings: ExtractSettings
+) -> Iterator[tuple[pd.DataFrame, bool]]:
+    job_id = client.bulk_create_query_all(soql)
+    client.bulk_wait(job_id, settings.bulk_poll_seconds)
+    locator = ""
+    while True:
+        text, locator = client.bulk_results(job_id, locator, settings.bulk_page_size)
+        # Bulk CSV writes nulls as empty cells; keep every value a string until DuckDB casts.
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        del text
+        frame = frame.astype(object).where(frame != "", None)
+        yield frame, not locator
+        if not locator:
+            return
+
+
+def _land_page(
+    connection: duckdb.DuckDBPyConnection,
+    frame: pd.DataFrame,
+    fields: Mapping[str, str],
+    result: ExtractResult,
+    is_last: bool,
+) -> None:
+    """Merge one page, and advance the cursor in the same transaction."""
+    empty = pd.Series([None] * len(frame), dtype=object)
+    page = pd.DataFrame(
+        {column: frame.get(name, empty) for name, column in fields.items()},
+        columns=list(COLUMNS),
+        dtype=object,
+    )
+    result.pages += 1
+    result.rows_fetched += len(page)
+    connection.begin()
+    try:
+        connection.register("contact_page", page)
+        connection.execute(STAGE_PAGE)
+        connection.unregister("contact_page")
+        inserted, updated, deleted, page_max = connection.execute(COUNT_PAGE).fetchone()
+        connection.execute(MERGE_PAGE)
+        if result.full_refresh:
+            connection.execute(
+                "INSERT INTO salesforce_state.full_refresh_seen SELECT id FROM incoming "
+                "ON CONFLICT DO NOTHING"
+            )
+        if page_max is not None and (result.max_fetched is None or page_max > result.max_fetched):
+            result.max_fetched = page_max
+        # Unordered (Bulk) pages only move the cursor once every page has landed.
+        ready = result.mode == "rest" or is_last
+        if (
+            ready
+            and result.max_fetched is not None
+            and (result.cursor_after is None or result.max_fetched > result.cursor_after)
+        ):
+            _write_cursor(connection, result.max_fetched)
+            result.cursor_after = result.max_fetched
+        if is_last and result.full_refresh:
+            _mark_missing_deleted(connection, result)
+        connection.execute("DROP TABLE incoming")
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
+    result.inserted += inserted
+    result.updated += updated
+    result.marked_deleted += deleted
+
+
+def _write_cursor(connection: duckdb.DuckDBPyConnection, value: datetime) -> None:
+    connection.execute(
+        "INSERT INTO salesforce_state.cursor VALUES (?, ?, now() AT TIME ZONE 'UTC') "
+        "ON CONFLICT (name) DO UPDATE SET system_modstamp = excluded.system_modstamp, "
+        "updated_at = excluded.updated_at",
+        [CURSOR_NAME, value],
+    )
+
+
+def _mark_missing_deleted(connection: duckdb.DuckDBPyConnection, result: ExtractResult) -> None:
+    """Contacts Salesforce no longer returns at all (hard-deleted, purged) are deleted here."""
+    (missing,) = connection.execute(
+        "UPDATE raw.salesforce_contact SET is_deleted = true, loaded_at = now() AT TIME ZONE 'UTC' "
+        "WHERE NOT is_deleted AND id NOT IN (SELECT id FROM salesforce_state.full_refresh_seen)"
+    ).fetchone()
+    result.marked_deleted += missing
+    connection.execute("DELETE FROM salesforce_state.full_refresh_seen")

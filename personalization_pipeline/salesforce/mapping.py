@@ -1,0 +1,48 @@
+"""Which Contact fields land in which raw.salesforce_contact columns, checked against describe."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+# Columns of raw.salesforce_contact that come from Salesforce, and the system fields that
+# every org has. The columns for user id, email, names and membership status are configurable.
+SYSTEM_FIELDS = {"id": "Id", "system_modstamp": "SystemModstamp", "is_deleted": "IsDeleted"}
+
+
+class FieldMappingError(ValueError):
+    """A configured field does not exist on Contact in this org."""
+
+
+def check_field_mapping(fields: Mapping[str, str], describe: Mapping[str, Any]) -> dict[str, str]:
+    """Return `fields` (Salesforce field -> column) with names spelled as the org spells them.
+
+    SOQL field names are case-insensitive, so only a name that matches no field in any case
+    fails; the error names it and the closest existing fields.
+    """
+    available = [f["name"] for f in describe.get("fields", [])]
+    by_lower = {name.lower(): name for name in available}
+    problems = []
+    checked: dict[str, str] = {}
+    for field, column in fields.items():
+        actual = by_lower.get(field.lower())
+        if actual is None:
+            close = difflib.get_close_matches(field, available, n=3, cutoff=0.5) or (
+                difflib.get_close_matches(field.lower(), list(by_lower), n=3, cutoff=0.5)
+            )
+            hint = (
+                f"closest: {', '.join(by_lower.get(c, c) for c in close)}"
+                if close
+                else ("no similar field")
+            )
+            problems.append(f"{field} (for column {column}; {hint})")
+        else:
+            checked[actual] = column
+    if problems:
+        raise FieldMappingError(
+            "Contact has no field "
+            + "; no field ".join(problems)
+            + ". Fix the SALESFORCE_*_FIELD settings or create the field in Salesforce."
+        )
+    return checked

@@ -1,0 +1,79 @@
+"""The salesforce_contacts asset over the API path, against the local Salesforce server."""
+
+from __future__ import annotations
+
+import dagster as dg
+import requests
+
+from assets.sources import salesforce_contacts
+from personalization_pipeline.resources.salesforce import SalesforceApiSource
+from personalization_pipeline.resources.warehouse import WarehouseResource
+from tests.salesforce_server import local_session
+
+
+class LocalSalesforceSource(SalesforceApiSource):
+    """The production resource, reaching the local server through the documented test seam."""
+
+    port: int
+
+    def requests_session(self) -> requests.Session | None:
+        return local_session(self.port)
+
+
+def materialize(server, tmp_path, full_refresh=False, **settings):
+    creds = server.org.credentials
+    source = LocalSalesforceSource(
+        port=server.port,
+        username=creds.username,
+        password=creds.password,
+        security_token=creds.security_token,
+        retry_base_seconds=0.001,
+        bulk_poll_seconds=0,
+        **settings,
+    )
+    result = dg.materialize(
+        [salesforce_contacts],
+        resources={
+            "salesforce": source,
+            "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb")),
+        },
+        run_config={"ops": {"salesforce_contacts": {"config": {"full_refresh": full_refresh}}}},
+        raise_on_error=False,
+    )
+    return result
+
+
+def metadata(result) -> dict:
+    (event,) = result.get_asset_materialization_events()
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_incremental_and_full_refresh_metadata(salesforce_server, tmp_path):
+    org = salesforce_server.org
+    first, gone = org.insert_many(2)
+    meta = metadata(materialize(salesforce_server, tmp_path))
+    assert meta["api"] == "REST" and meta["rows_inserted"] == 2 and meta["cursor_before"] == "none"
+    assert meta["api_calls_used"] == 3 and meta["api_usage_reported"] == "3/100000"
+    assert org.credentials.password not in str(meta)
+    org.purge(gone)
+    org.update(first, Email="new@example.com")
+    meta = metadata(materialize(salesforce_server, tmp_path, full_refresh=True))
+    assert (meta["full_refresh"], meta["rows_updated"], meta["rows_marked_deleted"]) == (True, 1, 1)
+    meta = metadata(materialize(salesforce_server, tmp_path, bulk_threshold=0))
+    assert meta["api"] == "Bulk API 2.0" and meta["rows_fetched"] == 1
+
+
+def test_budget_stop_succeeds_with_a_warning(salesforce_server, tmp_path):
+    salesforce_server.org.insert_many(3)
+    salesforce_server.org.set_api_usage(90, 100)
+    result = materialize(salesforce_server, tmp_path)
+    assert result.success
+    assert "budget" in metadata(result)["stopped_early"]
+
+
+def test_a_field_mapping_error_fails_without_retries(salesforce_server, tmp_path):
+    result = materialize(salesforce_server, tmp_path, email_field="Emial")
+    assert not result.success
+    failure = result.failure_data_for_node("salesforce_contacts")
+    assert "Emial" in failure.error.message and "Email" in failure.error.message
+    assert salesforce_server.org.logins == ["soap"], "no run retry"

@@ -1,0 +1,293 @@
+"""Incremental Contact extraction against the local Salesforce server, into a DuckDB file."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import duckdb
+import pytest
+
+from personalization_pipeline.resources.salesforce import contact_fields
+from personalization_pipeline.salesforce.client import (
+    RetryPolicy,
+    SalesforceAuth,
+    SalesforceClient,
+    SalesforceConfigError,
+    SalesforceQueryError,
+)
+from personalization_pipeline.salesforce.extract import ExtractSettings, extract_contacts
+from personalization_pipeline.salesforce.mapping import FieldMappingError
+from tests.salesforce_server import SalesforceServer, minutes_ago
+
+FIELDS = contact_fields("App_User_Id__c")
+FAST = RetryPolicy(max_attempts=4, base_seconds=0.001, max_seconds=0.01)
+SETTINGS = ExtractSettings(bulk_poll_seconds=0, query_batch_size=2000)
+
+
+def password_auth(server: SalesforceServer) -> SalesforceAuth:
+    creds = server.org.credentials
+    return SalesforceAuth(
+        username=creds.username, password=creds.password, security_token=creds.security_token
+    )
+
+
+@pytest.fixture
+def warehouse(tmp_path):
+    connection = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    yield connection
+    connection.close()
+
+
+def run(server, warehouse, auth=None, settings=SETTINGS, **kwargs):
+    client = SalesforceClient(auth or password_auth(server), retry=FAST, session=server.session())
+    return extract_contacts(client, warehouse, FIELDS, settings, **kwargs), client
+
+
+def contacts(warehouse) -> dict[str, tuple]:
+    rows = warehouse.execute(
+        "SELECT id, user_id, email, membership_status, is_deleted FROM raw.salesforce_contact"
+    ).fetchall()
+    return {row[0]: row[1:] for row in rows}
+
+
+def test_incremental_runs_with_inserts_updates_deletes_and_a_late_commit(
+    salesforce_server, warehouse
+):
+    org = salesforce_server.org
+    first = org.insert(
+        LastName="A", Email="a@example.com", App_User_Id__c="u1", Membership_Status__c="Active"
+    )
+    second = org.insert(LastName="B", Email="b@example.com", App_User_Id__c="u2")
+    result, _ = run(salesforce_server, warehouse)
+    assert (result.inserted, result.updated, result.rows_fetched, result.mode) == (2, 0, 2, "rest")
+    assert result.cursor_before is None and result.cursor_after is not None
+    assert contacts(warehouse)[first] == ("u1", "a@example.com", "Active", False)
+
+    org.update(first, Membership_Status__c="Lapsed")
+    org.delete(second)
+    third = org.insert(LastName="C", App_User_Id__c="u3")
+    # Committed late: its SystemModstamp is older than the cursor the last run saved.
+    late_modstamp = minutes_ago(3)
+    assert late_modstamp.replace(tzinfo=None) < result.cursor_after
+    late = org.insert(LastName="Late", App_User_Id__c="u4", modstamp=late_modstamp)
+    result2, _ = run(salesforce_server, warehouse)
+    assert result2.cursor_before == result.cursor_after
+    assert (result2.inserted, result2.updated, result2.marked_deleted) == (2, 2, 1)
+    landed = contacts(warehouse)
+    assert landed[first][2] == "Lapsed"
+    assert landed[second][3] is True
+    assert third in landed and late in landed
+    assert result2.cursor_after > result.cursor_after
+
+    result3, _ = run(salesforce_server, warehouse)
+    # Inside the lookback window everything is re-read, and nothing changes.
+    assert (result3.inserted, result3.updated, result3.marked_deleted) == (0, 0, 0)
+    assert result3.cursor_after == result2.cursor_after
+
+
+def test_full_refresh_marks_contacts_salesforce_no_longer_returns(salesforce_server, warehouse):
+    org = salesforce_server.org
+    keep, gone = org.insert_many(2)
+    run(salesforce_server, warehouse)
+    org.purge(gone)  # hard delete: invisible even to queryAll
+    run(salesforce_server, warehouse)
+    assert contacts(warehouse)[gone][3] is False, "an incremental run cannot see a purge"
+    result, _ = run(salesforce_server, warehouse, full_refresh=True)
+    assert result.full_refresh and result.marked_deleted == 1
+    assert contacts(warehouse)[gone][3] is True and contacts(warehouse)[keep][3] is False
+
+
+def test_paging_past_2000_rows_streams_pages(salesforce_server, warehouse):
+    salesforce_server.org.insert_many(4100)
+    result, client = run(salesforce_server, warehouse)
+    assert (result.rows_fetched, result.pages, result.inserted) == (4100, 3, 4100)
+    assert len(contacts(warehouse)) == 4100
+    # describe + count + 3 pages
+    assert client.usage.calls == 5 and salesforce_server.org.api_used == 5
+
+
+def test_bulk_path_above_the_threshold(salesforce_server, warehouse):
+    org = salesforce_server.org
+    org.insert_many(1200)
+    org.delete(org.insert(LastName="Deleted"))
+    settings = ExtractSettings(bulk_threshold=1000, bulk_page_size=500, bulk_poll_seconds=0)
+    result, _ = run(salesforce_server, warehouse, settings=settings)
+    assert (result.mode, result.rows_fetched, result.pages, result.inserted) == (
+        "bulk",
+        1201,
+        3,
+        1201,
+    )
+    landed = contacts(warehouse)
+    assert sum(row[3] for row in landed.values()) == 1
+    assert warehouse.execute(
+        "SELECT count(*) FROM raw.salesforce_contact WHERE email IS NULL"
+    ).fetchone() == (1,)
+    assert (
+        result.cursor_after
+        == warehouse.execute("SELECT max(system_modstamp) FROM raw.salesforce_contact").fetchone()[
+            0
+        ]
+    )
+
+
+def test_expired_session_mid_run_logs_in_again(salesforce_server, warehouse):
+    org = salesforce_server.org
+    org.insert_many(2500)
+    org.inject("expired_session", after=2)  # describe, count, then the session dies
+    result, _ = run(salesforce_server, warehouse)
+    assert result.rows_fetched == 2500
+    assert org.logins.count("soap") == 2
+
+    # Bulk calls are not renewed by simple-salesforce; the client logs in again itself.
+    org.inject("expired_session", path_contains="/results")
+    settings = ExtractSettings(bulk_threshold=100, bulk_poll_seconds=0)
+    bulk, _ = run(salesforce_server, warehouse, settings=settings, full_refresh=True)
+    assert bulk.mode == "bulk" and bulk.rows_fetched == 2500
+
+
+def test_api_budget_stop_keeps_progress_and_the_next_run_resumes(salesforce_server, warehouse):
+    org = salesforce_server.org
+    org.insert_many(5000)
+    org.set_api_usage(796, 1000)
+    settings = ExtractSettings(api_budget_share=0.8, bulk_poll_seconds=0)
+    result, _ = run(salesforce_server, warehouse, settings=settings)
+    # describe 797, count 798, first page 799, second page 800/1000: stop at 80%
+    assert result.stopped_early and "80%" in result.stopped_early
+    assert result.rows_fetched == 4000 and len(contacts(warehouse)) == 4000
+    assert result.cursor_after is not None
+
+    org.set_api_usage(10, 1000)  # a new day
+    resumed, _ = run(salesforce_server, warehouse, settings=settings)
+    assert resumed.stopped_early is None
+    assert resumed.cursor_before == result.cursor_after
+    assert len(contacts(warehouse)) == 5000 and resumed.inserted == 1000
+
+
+def test_request_limit_exceeded_is_retried_then_ends_the_run_keeping_progress(
+    salesforce_server, warehouse
+):
+    org = salesforce_server.org
+    org.insert_many(10)
+    org.inject("request_limit", times=2, after=1)
+    result, _ = run(salesforce_server, warehouse)
+    assert result.stopped_early is None and result.inserted == 10
+    org.inject("request_limit", times=10, after=2)
+    stopped, _ = run(salesforce_server, warehouse)
+    assert "REQUEST_LIMIT_EXCEEDED" in stopped.stopped_early
+
+
+def test_describe_mismatch_names_the_closest_fields(salesforce_server, warehouse):
+    fields = dict(FIELDS)
+    fields.pop("Membership_Status__c")
+    fields["Membership_Stat__c"] = "membership_status"
+    client = SalesforceClient(
+        password_auth(salesforce_server), retry=FAST, session=salesforce_server.session()
+    )
+    with pytest.raises(
+        FieldMappingError, match=r"Membership_Stat__c .*closest: Membership_Status__c"
+    ):
+        extract_contacts(client, warehouse, fields, SETTINGS)
+    # Field names are case-insensitive in SOQL, so a different case is not a mismatch.
+    fields = {name.lower(): column for name, column in FIELDS.items()}
+    assert extract_contacts(client, warehouse, fields, SETTINGS).rows_fetched == 0
+
+
+def test_malformed_query_fails_fast_with_salesforces_message(salesforce_server, warehouse):
+    client = SalesforceClient(
+        password_auth(salesforce_server), retry=FAST, session=salesforce_server.session()
+    )
+    calls = salesforce_server.org.api_calls()
+    with pytest.raises(
+        SalesforceQueryError, match=r"(?s)MALFORMED_QUERY: SELECT.*unexpected token: <EOF>"
+    ):
+        client.query_page("SELECT Id FROM Contact WHERE SystemModstamp >", 2000)
+    with pytest.raises(SalesforceQueryError, match=r"(?s)INVALID_FIELD.*No such column 'Emial'"):
+        client.query_page("SELECT Id, Emial FROM Contact", 2000)
+    assert salesforce_server.org.api_calls() == calls + 2, "no retries"
+
+
+def test_server_errors_and_dropped_connections_succeed_on_retry(salesforce_server, warehouse):
+    org = salesforce_server.org
+    org.insert_many(2100)
+    org.inject("server_error", times=2, after=2)
+    org.inject("drop", times=1, path_contains="-2000")
+    sleeps = []
+    client = SalesforceClient(
+        password_auth(salesforce_server),
+        retry=FAST,
+        session=salesforce_server.session(),
+        sleep=sleeps.append,
+    )
+    result = extract_contacts(client, warehouse, FIELDS, SETTINGS)
+    assert result.rows_fetched == 2100 and len(sleeps) == 3
+    assert all(0 < s <= 0.0125 for s in sleeps)
+
+    org.inject("server_error", times=10)
+    with pytest.raises(Exception, match="UNKNOWN_EXCEPTION"):
+        extract_contacts(client, warehouse, FIELDS, SETTINGS)
+
+
+def test_lookback_is_configurable(salesforce_server, warehouse):
+    org = salesforce_server.org
+    org.insert_many(3)
+    run(salesforce_server, warehouse)
+    org.insert(LastName="Very late", modstamp=minutes_ago(30))
+    short, _ = run(
+        salesforce_server, warehouse, settings=ExtractSettings(lookback=timedelta(minutes=10))
+    )
+    assert short.inserted == 0
+    wide, _ = run(
+        salesforce_server, warehouse, settings=ExtractSettings(lookback=timedelta(hours=1))
+    )
+    assert wide.inserted == 1
+
+
+@pytest.mark.parametrize(
+    "flow", ["password", "oauth_password", "jwt_bearer", "client_credentials", "session"]
+)
+def test_every_auth_flow_extracts(salesforce_server, warehouse, jwt_keypair, tmp_path, flow):
+    creds = salesforce_server.org.credentials
+    key_file = tmp_path / "jwt.key"
+    key_file.write_bytes(jwt_keypair[0])
+    auth = {
+        "password": password_auth(salesforce_server),
+        "oauth_password": SalesforceAuth(
+            username=creds.username,
+            password=creds.password,
+            security_token=creds.security_token,
+            consumer_key=creds.consumer_key,
+            consumer_secret=creds.consumer_secret,
+        ),
+        "jwt_bearer": SalesforceAuth(
+            username=creds.username, consumer_key=creds.consumer_key, private_key_file=str(key_file)
+        ),
+        "client_credentials": SalesforceAuth(
+            consumer_key=creds.consumer_key, consumer_secret=creds.consumer_secret, domain="acme.my"
+        ),
+        "session": SalesforceAuth(
+            instance_url=salesforce_server.instance_url, session_id=salesforce_server.session_id()
+        ),
+    }[flow]
+    assert auth.flow == flow and creds.password not in repr(auth)
+    salesforce_server.org.insert_many(3)
+    result, _ = run(salesforce_server, warehouse, auth=auth)
+    assert result.inserted == 3
+    if flow != "session":
+        expected = "soap" if flow == "password" else flow
+        assert salesforce_server.org.logins[1:] == [expected]  # [0]: the unused session id
+
+
+def test_client_credentials_needs_a_my_domain(salesforce_server):
+    auth = SalesforceAuth(consumer_key="k", consumer_secret="s", domain="login")
+    with pytest.raises(SalesforceConfigError, match="SALESFORCE_DOMAIN"):
+        SalesforceClient(auth, retry=FAST, session=salesforce_server.session())
+
+
+def test_an_expired_session_id_cannot_be_renewed(salesforce_server, warehouse):
+    auth = SalesforceAuth(
+        instance_url=salesforce_server.instance_url, session_id=salesforce_server.session_id()
+    )
+    salesforce_server.org.expire_sessions()
+    with pytest.raises(SalesforceConfigError, match="SALESFORCE_SESSION_ID has expired"):
+        run(salesforce_server, warehouse, auth=auth)
