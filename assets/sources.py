@@ -10,11 +10,11 @@ from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 from personalization_pipeline.errors import MissingColumnsError
 from personalization_pipeline.metadata import table_metadata
 from personalization_pipeline.resources.enrichment import EnrichmentFileResource
-from personalization_pipeline.resources.salesforce import ContactSource, SalesforceApiSource
+from personalization_pipeline.resources.salesforce import ContactSource
 from personalization_pipeline.resources.warehouse import WarehouseResource
 from personalization_pipeline.salesforce.client import SalesforceConfigError, SalesforceQueryError
 from personalization_pipeline.salesforce.mapping import FieldMappingError
-from personalization_pipeline.warehouse.contacts import replace_contacts
+from personalization_pipeline.warehouse.contacts import contact_counts
 from personalization_pipeline.warehouse.income import replace_income
 
 # Transient source failures (Salesforce calls retry on their own first) get a second chance.
@@ -61,65 +61,23 @@ def salesforce_contacts(
 ) -> dg.MaterializeResult:
     """Salesforce Contacts, deleted ones included, landed in raw.salesforce_contact."""
     context.log.info(f"Reading contacts from {salesforce.describe()}")
-    with fail_without_retry_on_permanent_errors():
-        if isinstance(salesforce, SalesforceApiSource):
-            return _extract_from_api(context, config, salesforce, warehouse)
-        with warehouse.connect() as connection:
-            load = replace_contacts(connection, salesforce.contact_pages(), salesforce.fields)
-            metadata = table_metadata(connection, "raw.salesforce_contact")
-    context.log.info(
-        f"Landed {load.rows} contacts ({load.deleted} deleted, "
-        f"{load.without_user_id} without an app user id)"
-    )
-    return dg.MaterializeResult(
-        metadata={
-            **metadata,
-            "source": salesforce.describe(),
-            "deleted_contacts": load.deleted,
-            "contacts_without_user_id": load.without_user_id,
-        }
-    )
-
-
-def _extract_from_api(
-    context: dg.AssetExecutionContext,
-    config: SalesforceContactsConfig,
-    salesforce: SalesforceApiSource,
-    warehouse: WarehouseResource,
-) -> dg.MaterializeResult:
-    with warehouse.connect() as connection:
-        result, usage = salesforce.extract(connection, config.full_refresh, context.log.info)
+    with fail_without_retry_on_permanent_errors(), warehouse.connect() as connection:
+        landed = salesforce.land_contacts(connection, config.full_refresh, context.log.info)
         metadata = table_metadata(connection, "raw.salesforce_contact")
-        deleted, without_user_id = connection.execute(
-            "SELECT count(*) FILTER (is_deleted), "
-            "count(*) FILTER (NOT is_deleted AND coalesce(trim(user_id), '') = '') "
-            "FROM raw.salesforce_contact"
-        ).fetchone()
-    if result.stopped_early:
-        context.log.warning(f"Stopped early: {result.stopped_early}")
+        counts = contact_counts(connection)
+    if landed.get("stopped_early", "no") != "no":
+        context.log.warning(f"Stopped early, progress kept: {landed['stopped_early']}")
     context.log.info(
-        f"{result.mode.upper()}: fetched {result.rows_fetched}, inserted {result.inserted}, "
-        f"updated {result.updated}, marked deleted {result.marked_deleted}; "
-        f"cursor {result.cursor_before} -> {result.cursor_after}; API calls {usage.calls}, "
-        f"usage {usage.reported()}"
+        f"raw.salesforce_contact holds {counts.rows} contacts ({counts.deleted} deleted, "
+        f"{counts.without_user_id} live ones without an app user id)"
     )
     return dg.MaterializeResult(
         metadata={
             **metadata,
+            **landed,
             "source": salesforce.describe(),
-            "api": "Bulk API 2.0" if result.mode == "bulk" else "REST",
-            "full_refresh": result.full_refresh,
-            "rows_fetched": result.rows_fetched,
-            "rows_inserted": result.inserted,
-            "rows_updated": result.updated,
-            "rows_marked_deleted": result.marked_deleted,
-            "cursor_before": str(result.cursor_before or "none"),
-            "cursor_after": str(result.cursor_after or "none"),
-            "api_calls_used": usage.calls,
-            "api_usage_reported": usage.reported(),
-            "stopped_early": result.stopped_early or "no",
-            "deleted_contacts": deleted,
-            "contacts_without_user_id": without_user_id,
+            "deleted_contacts": counts.deleted,
+            "contacts_without_user_id": counts.without_user_id,
         }
     )
 

@@ -1,8 +1,8 @@
 """Where Salesforce Contacts come from: the API (simple-salesforce) or a bundled Data Loader export.
 
-Both implementations yield pages of records keyed by Salesforce field API names, so everything
-downstream is the same whichever source is configured. `contact_source_from_env()` picks the
-API when credentials are in the environment and the sample export otherwise.
+Both land contacts in raw.salesforce_contact with the same columns, so everything downstream is
+the same whichever source is configured. `contact_source_from_env()` picks the API when
+credentials are in the environment and the sample export otherwise.
 """
 
 from __future__ import annotations
@@ -30,12 +30,18 @@ from personalization_pipeline.salesforce.extract import (
     ExtractSettings,
     extract_contacts,
 )
+from personalization_pipeline.warehouse.contacts import replace_contacts
 
 DEFAULT_SAMPLE_CONTACTS_PATH = "data/sample/salesforce_contacts.csv"
 DEFAULT_USER_ID_FIELD = "App_User_Id__c"
 PAGE_SIZE = 2000
 
 Record = dict[str, object]
+Log = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    """The default log: say nothing."""
 
 
 def contact_fields(
@@ -82,8 +88,13 @@ class ContactSource(dg.ConfigurableResource, ABC):
         """Which source this is, for logs and metadata (never includes secrets)."""
 
     @abstractmethod
-    def contact_pages(self) -> Iterator[list[Record]]:
-        """Every Contact, deleted ones included (IsDeleted = true), in pages."""
+    def land_contacts(
+        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log
+    ) -> dict[str, object]:
+        """Bring raw.salesforce_contact up to date (deleted contacts kept with is_deleted).
+
+        Returns what was done, for Dagster metadata.
+        """
 
     @abstractmethod
     def change_marker(self) -> str:
@@ -101,6 +112,14 @@ class SampleContactSource(ContactSource):
 
     def describe(self) -> str:
         return f"Contact export {self.path} (no Salesforce credentials set)"
+
+    def land_contacts(
+        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log
+    ) -> dict[str, object]:
+        """An export is always complete, so every run is a full reload."""
+        rows = replace_contacts(connection, self.contact_pages(), self.fields)
+        log(f"Reloaded {rows} contacts from {self.path}")
+        return {"rows_fetched": rows, "full_refresh": True}
 
     def contact_pages(self) -> Iterator[list[Record]]:
         with Path(self.path).open(newline="", encoding="utf-8-sig") as handle:
@@ -187,18 +206,12 @@ class SalesforceApiSource(ContactSource):
         """Test seam only: tests return a session that reaches the local Salesforce server."""
         return None
 
-    def connect(self, log: Callable[[str], None] = lambda message: None) -> SalesforceClient:
+    def connect(self, log: Log = _quiet) -> SalesforceClient:
         retry = RetryPolicy(self.max_attempts, self.retry_base_seconds, self.retry_max_seconds)
         return SalesforceClient(self.auth(), retry=retry, session=self.requests_session(), log=log)
 
-    def client(self):
-        return self.connect().sf
-
     def extract(
-        self,
-        connection: duckdb.DuckDBPyConnection,
-        full_refresh: bool = False,
-        log: Callable[[str], None] = lambda message: None,
+        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool = False, log: Log = _quiet
     ) -> tuple[ExtractResult, ApiUsage]:
         """Land new, changed and deleted contacts in raw.salesforce_contact (incremental)."""
         settings = ExtractSettings(
@@ -213,25 +226,38 @@ class SalesforceApiSource(ContactSource):
         result = extract_contacts(client, connection, self.fields, settings, full_refresh, log)
         return result, client.usage
 
-    def contact_pages(self) -> Iterator[list[Record]]:
-        soql = f"SELECT {', '.join(self.fields)} FROM Contact ORDER BY SystemModstamp"
-        page: list[Record] = []
-        for record in self.client().query_all_iter(soql, include_deleted=True):
-            page.append({field: record[field] for field in self.fields})
-            if len(page) == PAGE_SIZE:
-                yield page
-                page = []
-        if page:
-            yield page
+    def land_contacts(
+        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log
+    ) -> dict[str, object]:
+        result, usage = self.extract(connection, full_refresh, log)
+        log(
+            f"{result.mode.upper()}: fetched {result.rows_fetched}, inserted {result.inserted}, "
+            f"updated {result.updated}, marked deleted {result.marked_deleted}; "
+            f"cursor {result.cursor_before} -> {result.cursor_after}; API calls {usage.calls}, "
+            f"usage {usage.reported()}"
+        )
+        return {
+            "api": "Bulk API 2.0" if result.mode == "bulk" else "REST",
+            "full_refresh": result.full_refresh,
+            "rows_fetched": result.rows_fetched,
+            "rows_inserted": result.inserted,
+            "rows_updated": result.updated,
+            "rows_marked_deleted": result.marked_deleted,
+            "cursor_before": str(result.cursor_before or "none"),
+            "cursor_after": str(result.cursor_after or "none"),
+            "api_calls_used": usage.calls,
+            "api_usage_reported": usage.reported(),
+            "stopped_early": result.stopped_early or "no",
+        }
 
     def change_marker(self) -> str:
-        client = self.client()
-        count = client.query("SELECT COUNT() FROM Contact", include_deleted=True)["totalSize"]
-        latest = client.query(
+        client = self.connect()
+        count = client.query_page("SELECT COUNT() FROM Contact", self.query_batch_size)
+        latest = client.query_page(
             "SELECT SystemModstamp FROM Contact ORDER BY SystemModstamp DESC LIMIT 1",
-            include_deleted=True,
+            self.query_batch_size,
         )["records"]
-        return change_marker(count, latest[0]["SystemModstamp"] if latest else None)
+        return change_marker(count["totalSize"], latest[0]["SystemModstamp"] if latest else None)
 
 
 SALESFORCE_ENV = {

@@ -24,7 +24,7 @@ FROM page
 
 
 @dataclass(frozen=True)
-class ContactLoad:
+class ContactCounts:
     rows: int
     deleted: int
     without_user_id: int
@@ -34,8 +34,8 @@ def replace_contacts(
     connection: duckdb.DuckDBPyConnection,
     pages: Iterable[list[Record]],
     fields: dict[str, str],
-) -> ContactLoad:
-    """Replace the table with a full extract, page by page, in one transaction.
+) -> int:
+    """Replace the table with a full extract, page by page, in one transaction; returns rows.
 
     `fields` maps Salesforce field names to column names. If the extract fails midway the
     transaction rolls back and the previous extract stays, so a rerun starts clean.
@@ -57,6 +57,10 @@ def replace_contacts(
     except BaseException:
         connection.rollback()
         raise
+    return connection.execute("SELECT count(*) FROM raw.salesforce_contact").fetchone()[0]
+
+
+def contact_counts(connection: duckdb.DuckDBPyConnection) -> ContactCounts:
     rows, deleted, without_user_id = connection.execute(
         """
         SELECT count(*), count(*) FILTER (is_deleted),
@@ -64,4 +68,4 @@ def replace_contacts(
         FROM raw.salesforce_contact
         """
     ).fetchone()
-    return ContactLoad(rows=rows, deleted=deleted, without_user_id=without_user_id)
+    return ContactCounts(rows=rows, deleted=deleted, without_user_id=without_user_id)
