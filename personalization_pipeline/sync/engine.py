@@ -198,7 +198,7 @@ _UDF_JSON = "pp_sync_js_json"
 def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
     for name, function in (
         (_UDF_NUMBER, lambda text: js_number(Decimal(text))),
-        (_UDF_JSON, lambda text: js_json(parse_json(text))),
+        (_UDF_JSON, lambda text: js_json(parse_json(text, allow_non_finite=True))),
     ):
         # Registering twice on one connection raises; the first registration stays.
         with contextlib.suppress(duckdb.Error):
