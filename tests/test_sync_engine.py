@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import shutil
+import socket
 import subprocess
 import time
 from decimal import Decimal
@@ -389,11 +390,25 @@ def test_prefix_template_and_database_number(con, redis_server):
     db3.close()
 
 
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) exists and is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
 @pytest.fixture(scope="module")
 def redis_cluster(tmp_path_factory):
     if shutil.which("redis-cli") is None:
         pytest.fail("redis-cli is not installed: apt-get install redis-tools")
-    ports = [free_port() for _ in range(3)]
+    ports = [cluster_port() for _ in range(3)]
     root = tmp_path_factory.mktemp("cluster")
     servers = [
         start_redis_server(

@@ -98,6 +98,7 @@ ROW_ERRORS = ("WRONGTYPE",)
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _RELATION = re.compile(r'^[A-Za-z_][\w$]*(\.[A-Za-z_][\w$]*){0,2}$|^"')
 _CRLF = "\r\n"
+_BLANK = "[" + JS_WHITESPACE + "]*"
 
 
 class SyncError(RuntimeError):
@@ -259,14 +260,29 @@ class _Plan:
     spec: SyncSpec
     prefix: str
     columns: list[str]
+    key_head: str
+    key_tail: str
     key_text: str
     key_sql: str
-    values_sql: list[str]
+    column_types: list[str]
     spec_hash: int
 
     @property
     def field_names(self) -> list[str]:
         return [self.spec.fields[column] for column in self.columns]
+
+    @property
+    def values_sql(self) -> list[str]:
+        """Rendered mapped columns, read from the source relation."""
+        return [
+            render_sql(_ident(c), t) for c, t in zip(self.columns, self.column_types, strict=True)
+        ]
+
+    def values_from_raw(self) -> str:
+        """``v0, v1, …`` rendered from the raw copies ``c0, c1, …`` in ``_sync_rows``."""
+        return ", ".join(
+            f"{render_sql(f'c{i}', t)} AS v{i}" for i, t in enumerate(self.column_types)
+        )
 
     @property
     def all_bits(self) -> int:
@@ -289,31 +305,48 @@ def _build_plan(con: duckdb.DuckDBPyConnection, spec: SyncSpec, prefix: str) -> 
     key_text = render_sql(_ident(spec.key_column), types[spec.key_column])
     before, after = spec.key_template.split("{key}")
     key_sql = (
-        f"CASE WHEN trim(coalesce({key_text}, ''), {_literal(JS_WHITESPACE)}) = '' THEN NULL"
-        f" ELSE {_literal(key_prefix(prefix) + before)} || {key_text} || {_literal(after)} END"
+        # JS trim() semantics; a regular expression is ~30x faster than trim(x, characters).
+        f"CASE WHEN {key_text} IS NULL OR regexp_full_match({key_text}, {_literal(_BLANK)})"
+        " THEN NULL"
+        f" ELSE concat({_literal(key_prefix(prefix) + before)}, {key_text}, {_literal(after)}) END"
     )
-    values_sql = [render_sql(_ident(c), types[c]) for c in columns]
-    return _Plan(spec, prefix, columns, key_text, key_sql, values_sql, spec.fingerprint(prefix))
+    column_types = [types[c] for c in columns]
+    head = key_prefix(prefix) + before
+    return _Plan(
+        spec,
+        prefix,
+        columns,
+        head,
+        after,
+        key_text,
+        key_sql,
+        column_types,
+        spec.fingerprint(prefix),
+    )
 
 
 def _resp_sql(plan: _Plan) -> tuple[str, str]:
-    """(RESP text of a row of ``_sync_rows``, number of commands it holds)."""
+    """(RESP text of a row of ``_sync_rows``, number of commands it holds).
+
+    One ``concat`` per row (it skips NULLs, so a null field's fragment simply vanishes);
+    chains of ``||`` would copy the growing string once per piece.
+    """
     crlf = _literal(_CRLF)
-    head = f"{crlf} || '$' || CAST(strlen(k) AS VARCHAR) || {crlf} || k || {crlf}"
-    hset_fields = " || ".join(
-        f"CASE WHEN v{i} IS NULL THEN '' ELSE {_literal(_resp_bulk(name))} || '$'"
-        f" || CAST(strlen(v{i}) AS VARCHAR) || {crlf} || v{i} || {crlf} END"
+    head = f"{crlf}, '$', strlen(k), {crlf}, k, {crlf}"
+    hset_fields = ", ".join(
+        f"CASE WHEN v{i} IS NOT NULL THEN concat({_literal(_resp_bulk(name))}, '$',"
+        f" strlen(v{i}), {crlf}, v{i}, {crlf}) END"
         for i, name in enumerate(plan.field_names)
     )
-    hdel_fields = " || ".join(
-        f"CASE WHEN (del >> {i}) & 1 = 1 THEN {_literal(_resp_bulk(name))} ELSE '' END"
+    hdel_fields = ", ".join(
+        f"CASE WHEN (del >> {i}) & 1 = 1 THEN {_literal(_resp_bulk(name))} END"
         for i, name in enumerate(plan.field_names)
     )
     resp = (
-        f"CASE WHEN nn = 0 THEN '' ELSE '*' || CAST(2 + 2 * bit_count(nn) AS VARCHAR)"
-        f" || {crlf} || '$4' || {crlf} || 'HSET' || {head} || {hset_fields} END"
-        f" || CASE WHEN del = 0 THEN '' ELSE '*' || CAST(2 + bit_count(del) AS VARCHAR)"
-        f" || {crlf} || '$4' || {crlf} || 'HDEL' || {head} || {hdel_fields} END"
+        f"concat(CASE WHEN nn <> 0 THEN concat('*', 2 + 2 * bit_count(nn), {crlf}, '$4',"
+        f" {crlf}, 'HSET', {head}, {hset_fields}) END,"
+        f" CASE WHEN del <> 0 THEN concat('*', 2 + bit_count(del), {crlf}, '$4', {crlf},"
+        f" 'HDEL', {head}, {hdel_fields}) END)"
     )
     commands = "CAST(nn <> 0 AS INTEGER) + CAST(del <> 0 AS INTEGER)"
     return resp, commands
@@ -379,15 +412,16 @@ def sync_table(
     force: bool = False,
     remove_nulls: bool = True,
     max_delete_fraction: float = 0.2,
-    batch_size: int = 10_000,
+    batch_size: int = 20_000,
     sample_size: int = 5,
     run_id: str | None = None,
 ) -> SyncResult:
     """Sync ``spec`` from the warehouse ``con`` into Redis ``target``; see the module doc.
 
-    ``target`` is a client from :func:`redis_config.connect`, or a :class:`Writer`; it may be
-    None for a dry run. Raises SyncError (mirror guard, refused writes) or RedisUnavailable;
-    in both cases every acknowledged batch is already in the snapshot.
+    ``target`` is a client from :func:`redis_config.connect`, or a :class:`Writer` (closed
+    when the run ends); it may be None for a dry run. Raises SyncError (mirror guard,
+    refused writes) or RedisUnavailable; either way every acknowledged batch is already in
+    the snapshot.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -474,31 +508,45 @@ def _diff(
     remove_nulls: bool,
     has_rejected: bool,
 ) -> None:
-    """Build temp tables ``_sync_cur`` (every source row) and ``_sync_plan`` (rows to send)."""
+    """Temp tables ``_sync_cur`` (key, fingerprint, field mask of every source row),
+    ``_sync_invalid`` (rows that cannot be written, with the reason) and ``_sync_plan``
+    (rows to send: added, changed, removed; every valid row in full mode)."""
     spec = plan.spec
     columns = [_ident(c) for c in plan.columns]
     mask = " | ".join(f"(CAST({c} IS NOT NULL AS UBIGINT) << {i})" for i, c in enumerate(columns))
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _sync_cur AS
-        SELECT k, key_value, fp, nn,
-            CASE WHEN k IS NULL THEN {_literal(BLANK_KEY)}
-                 WHEN dups > 1 THEN 'Duplicate key: ' || dups || ' rows share it'
-                 WHEN nn = 0 THEN {_literal(NOTHING_TO_WRITE)} END AS reason
+        SELECT k, fp, nn, CASE WHEN k IS NULL THEN CAST(key_text AS VARCHAR) END AS blank_key
         FROM (
-            SELECT k, key_value, fp, nn, count(*) OVER (PARTITION BY k) AS dups
-            FROM (
-                SELECT {plan.key_sql} AS k, CAST({plan.key_text} AS VARCHAR) AS key_value,
-                    hash({", ".join(columns)}) AS fp, {mask} AS nn
-                FROM {spec.relation}
-            )
+            SELECT {plan.key_sql} AS k, {plan.key_text} AS key_text,
+                hash({", ".join(columns)}) AS fp, {mask} AS nn
+            FROM {spec.relation}
         )
+        """
+    )
+    # A GROUP BY finds duplicates far cheaper than a window over every row.
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _sync_dups AS SELECT k, count(*) AS n FROM _sync_cur"
+        " WHERE k IS NOT NULL GROUP BY k HAVING count(*) > 1"
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _sync_invalid AS
+        SELECT coalesce(blank_key, c.k[{len(plan.key_head) + 1}:{-len(plan.key_tail) - 1}])
+                AS key_value, c.k, fp,
+            CASE WHEN c.k IS NULL THEN {_literal(BLANK_KEY)}
+                 WHEN d.n IS NOT NULL THEN 'Duplicate key: ' || d.n || ' rows share it'
+                 ELSE {_literal(NOTHING_TO_WRITE)} END AS reason
+        FROM _sync_cur c
+        LEFT JOIN _sync_dups d ON d.k = c.k
+        WHERE c.k IS NULL OR c.nn = 0 OR d.n IS NOT NULL
         """
     )
     full = mode == "full"
     all_bits = plan.all_bits
     if not remove_nulls:
-        delete_mask = "0"
+        delete_mask = "0::UBIGINT"
     elif full:
         delete_mask = f"({all_bits}::UBIGINT & ~c.nn)"
     else:
@@ -508,13 +556,18 @@ def _diff(
             f" ELSE (s.fields_mask & ~c.nn) END"
         )
     refused = "false"
-    if has_rejected:
+    if has_rejected and _scalar(
+        con,
+        "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ? AND kind = 'write'",
+        [spec.name],
+    ):
         # Rows Redis refused wait until they change (a different fingerprint) to be retried.
         refused = (
             "EXISTS (SELECT 1 FROM sync.rejected_rows r WHERE r.sync_name = "
             f"{_literal(spec.name)} AND r.kind = 'write' AND r.redis_key = c.k"
             " AND r.fingerprint = c.fp)"
         )
+    valid = "c.k IS NOT NULL AND c.nn <> 0 AND c.k NOT IN (SELECT k FROM _sync_dups)"
     removed = ""
     if mode == "mirror":
         removed = f"""
@@ -533,35 +586,43 @@ def _diff(
                 s.key IS NOT NULL AS in_snapshot,
                 {delete_mask} AS del
             FROM _sync_cur c LEFT JOIN {snapshot} s ON s.key = c.k
-            WHERE c.reason IS NULL AND NOT {refused}
+            WHERE {valid} AND NOT {refused}
         ) WHERE {"true" if full else "op <> 'unchanged'"}
         {removed}
         """
     )
     counts = dict(con.execute("SELECT op, count(*) FROM _sync_plan GROUP BY op").fetchall())
-    valid, skipped = con.execute(
-        f"SELECT count(*) FILTER (WHERE reason IS NULL),"
-        f" count(*) FILTER (WHERE reason IS NULL AND {refused}) FROM _sync_cur c"
-    ).fetchone()
+    total = _scalar(con, "SELECT count(*) FROM _sync_cur")
+    invalid = _scalar(con, "SELECT count(*) FROM _sync_invalid")
+    skipped = 0
+    if refused != "false":
+        skipped = _scalar(con, f"SELECT count(*) FROM _sync_cur c WHERE {valid} AND {refused}")
     result.added = counts.get("added", 0)
     result.changed = counts.get("changed", 0)
     result.removed = counts.get("removed", 0)
-    result.unchanged = counts.get("unchanged", valid - skipped - result.added - result.changed)
-    result.rejected = _scalar(con, "SELECT count(*) FROM _sync_cur WHERE reason IS NOT NULL")
-    result.rejected += skipped
+    result.unchanged = counts.get(
+        "unchanged", total - invalid - skipped - result.added - result.changed
+    )
+    result.rejected = invalid + skipped
 
 
-def _rendered_rows_sql(plan: _Plan, keys: str) -> str:
-    """Plan rows in ``keys`` (a relation with columns of ``_sync_plan``) with values."""
-    values = ", ".join(f"{sql} AS v{i}" for i, sql in enumerate(plan.values_sql))
-    nulls = ", ".join(f"NULL::VARCHAR AS v{i}" for i in range(len(plan.values_sql)))
+def _plan_rows_sql(plan: _Plan, keys: str) -> str:
+    """Plan rows in ``keys`` (a relation shaped like ``_sync_plan``) with the raw values of
+    their source row as ``c0, c1, …`` (NULL for removed rows)."""
+    raw = ", ".join(f"{_ident(c)} AS c{i}" for i, c in enumerate(plan.columns))
+    nulls = ", ".join(f"NULL AS c{i}" for i in range(len(plan.columns)))
     return f"""
         SELECT p.*, v.* EXCLUDE (k) FROM {keys} p
-        JOIN (SELECT {plan.key_sql} AS k, {values} FROM {plan.spec.relation}) v ON v.k = p.k
+        JOIN (SELECT {plan.key_sql} AS k, {raw} FROM {plan.spec.relation}) v ON v.k = p.k
         WHERE p.op <> 'removed'
         UNION ALL
         SELECT p.*, {nulls} FROM {keys} p WHERE p.op = 'removed'
     """
+
+
+def _rendered_rows_sql(plan: _Plan, keys: str) -> str:
+    """Plan rows in ``keys`` with rendered values ``v0, v1, …``."""
+    return f"SELECT *, {plan.values_from_raw()} FROM ({_plan_rows_sql(plan, keys)})"
 
 
 def _samples(con: duckdb.DuckDBPyConnection, plan: _Plan, size: int) -> dict[str, list[dict]]:
@@ -584,7 +645,7 @@ def _samples(con: duckdb.DuckDBPyConnection, plan: _Plan, size: int) -> dict[str
     samples["rejected"] = [
         {"key_value": key_value, "reason": reason}
         for key_value, reason in con.execute(
-            "SELECT key_value, reason FROM _sync_cur WHERE reason IS NOT NULL"
+            "SELECT key_value, reason FROM _sync_invalid"
             f" ORDER BY key_value NULLS FIRST LIMIT {size}"
         ).fetchall()
     ]
@@ -594,14 +655,16 @@ def _samples(con: duckdb.DuckDBPyConnection, plan: _Plan, size: int) -> dict[str
 def _record_invalid(con: duckdb.DuckDBPyConnection, name: str, run_id: str) -> None:
     """Replace this sync's invalid rows; drop refused rows that changed since (retry them)."""
     con.execute("BEGIN")
-    con.execute(
-        "DELETE FROM sync.rejected_rows r WHERE sync_name = ? AND (kind = 'invalid' OR NOT"
-        " EXISTS (SELECT 1 FROM _sync_cur c WHERE c.k = r.redis_key AND c.fp = r.fingerprint))",
-        [name],
-    )
+    con.execute("DELETE FROM sync.rejected_rows WHERE sync_name = ? AND kind = 'invalid'", [name])
+    if _scalar(con, "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ?", [name]):
+        con.execute(
+            "DELETE FROM sync.rejected_rows r WHERE sync_name = ? AND NOT EXISTS"
+            " (SELECT 1 FROM _sync_cur c WHERE c.k = r.redis_key AND c.fp = r.fingerprint)",
+            [name],
+        )
     con.execute(
         "INSERT INTO sync.rejected_rows SELECT ?, ?, key_value, k, fp, reason, 'invalid', now()"
-        " FROM _sync_cur WHERE reason IS NOT NULL",
+        " FROM _sync_invalid",
         [name, run_id],
     )
     con.execute("COMMIT")
@@ -622,15 +685,21 @@ def _write(
         raise SyncError(f"sync {plan.spec.name}: a Redis client is needed unless dry_run")
     writer = target if isinstance(target, Writer) else make_writer(target)
     clustered = writer.needs_rows
+    # Only raw values are copied here; rendering and RESP happen per batch (below), while
+    # Redis is busy with the previous batch.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _sync_rows AS
         SELECT *, rn // {batch_size} AS batch_no FROM (
-            SELECT *, row_number() OVER () - 1 AS rn FROM ({_rendered_rows_sql(plan, "_sync_plan")})
-        ) ORDER BY rn
+            SELECT *, row_number() OVER () - 1 AS rn FROM ({_plan_rows_sql(plan, "_sync_plan")})
+        )
         """
     )
     resp, commands = _resp_sql(plan)
+    batch_rows = (
+        f"(SELECT rn, k, nn, del, {resp} AS resp, {commands} AS ncmd FROM (SELECT rn, k, nn, del,"
+        f" {plan.values_from_raw()} FROM _sync_rows WHERE batch_no = ?))"
+    )
     batches = -(-total // batch_size)
     replaces = {
         row[0]
@@ -642,7 +711,7 @@ def _write(
     def prepare(number: int) -> Batch:
         if clustered:
             rows = con.execute(
-                f"SELECT k, {resp}, {commands} FROM _sync_rows WHERE batch_no = ? ORDER BY rn",
+                f"SELECT k, resp, ncmd FROM {batch_rows} ORDER BY rn",
                 [number],
             ).fetchall()
             counts = [row[2] for row in rows]
@@ -653,8 +722,7 @@ def _write(
                 row_commands=lambda: counts,
             )
         text, count = con.execute(
-            f"SELECT string_agg({resp}, '' ORDER BY rn), sum({commands})"
-            " FROM _sync_rows WHERE batch_no = ?",
+            f"SELECT string_agg(resp, '' ORDER BY rn), sum(ncmd) FROM {batch_rows}",
             [number],
         ).fetchone()
 
@@ -662,27 +730,25 @@ def _write(
             return [
                 row[0]
                 for row in con.execute(
-                    f"SELECT {commands} FROM _sync_rows WHERE batch_no = ? ORDER BY rn", [number]
+                    f"SELECT ncmd FROM {batch_rows} ORDER BY rn", [number]
                 ).fetchall()
             ]
 
         return Batch(commands=int(count), payload=text.encode(), row_commands=row_commands)
 
     try:
-        pending = prepare(0)
+        writer.send(prepare(0))
         for number in range(batches):
-            writer.send(pending)
             following = prepare(number + 1) if number + 1 < batches else None
             errors = writer.receive()
-            _advance(
-                con, plan, snapshot, result, number, number * batch_size, number in replaces, errors
-            )
-            if following is None:
-                break
-            pending = following
+            if following is not None:
+                # Redis works on the next batch while this one is recorded in the snapshot.
+                writer.send(following)
+            size = min(batch_size, total - number * batch_size)
+            first = number * batch_size
+            _advance(con, plan, snapshot, result, number, first, size, number in replaces, errors)
     finally:
-        if writer is not target:
-            writer.close()
+        writer.close()
 
 
 def _advance(
@@ -692,6 +758,7 @@ def _advance(
     result: SyncResult,
     number: int,
     first_rn: int,
+    size: int,
     replaces: bool,
     errors: list[tuple[int, str]],
 ) -> None:
@@ -724,13 +791,8 @@ def _advance(
         f" WHERE batch_no = ? AND op <> 'removed' AND NOT ({failed})",
         [number],
     )
-    written = _scalar(
-        con,
-        f"SELECT count(*) FROM _sync_rows WHERE batch_no = ? AND NOT ({failed})",
-        [number],
-    )
     con.execute("COMMIT")
-    result.rows_written += written
+    result.rows_written += size - len(errors)
     if fatal:
         raise SyncError(
             f"sync {plan.spec.name}: Redis refused {len(fatal)} write(s), e.g. {fatal[0]!r};"

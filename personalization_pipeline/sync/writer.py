@@ -128,7 +128,10 @@ class StandaloneWriter(Writer):
             self._connection = None
 
     def close(self) -> None:
-        if self._connection is not None:
+        if self._pending is not None:
+            self._pending = None
+            self._drop()
+        elif self._connection is not None:
             self._pool.release(self._connection)
             self._connection = None
 
@@ -189,6 +192,10 @@ class ClusterWriter(Writer):
         self._connections.clear()
 
     def close(self) -> None:
+        if self._pending:
+            self._pending = []
+            self._drop_all()
+            return
         for pool, connection in self._connections.values():
             pool.release(connection)
         self._connections.clear()
