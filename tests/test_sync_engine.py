@@ -13,7 +13,6 @@ from decimal import Decimal
 import duckdb
 import pytest
 import redis
-from conftest import free_port, start_redis_server
 
 from personalization_pipeline.sync.engine import SyncError, SyncSpec, render_rows, sync_table
 from personalization_pipeline.sync.identify import (
@@ -24,6 +23,7 @@ from personalization_pipeline.sync.identify import (
 )
 from personalization_pipeline.sync.redis_config import RedisDestination, RedisUnavailable, connect
 from personalization_pipeline.sync.writer import StandaloneWriter
+from tests.conftest import free_port, start_redis_server
 
 FIELDS = ["email", "membership_status", "income_bracket", "ltv", "vip"]
 SPEC = SyncSpec("user_profiles", "user_profiles", "user_id", FIELDS)
