@@ -578,6 +578,8 @@ def _diff(
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _sync_plan AS
+        -- Numbered here, on the narrow plan: far cheaper than numbering the rows with values.
+        SELECT *, row_number() OVER () - 1 AS rn FROM (
         SELECT * FROM (
             SELECT c.k, c.fp, c.nn,
                 CASE WHEN s.key IS NULL THEN 'added'
@@ -589,6 +591,7 @@ def _diff(
             WHERE {valid} AND NOT {refused}
         ) WHERE {"true" if full else "op <> 'unchanged'"}
         {removed}
+        )
         """
     )
     counts = dict(con.execute("SELECT op, count(*) FROM _sync_plan GROUP BY op").fetchall())
@@ -690,9 +693,7 @@ def _write(
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _sync_rows AS
-        SELECT *, rn // {batch_size} AS batch_no FROM (
-            SELECT *, row_number() OVER () - 1 AS rn FROM ({_plan_rows_sql(plan, "_sync_plan")})
-        )
+        SELECT *, rn // {batch_size} AS batch_no FROM ({_plan_rows_sql(plan, "_sync_plan")})
         """
     )
     resp, commands = _resp_sql(plan)
