@@ -1,6 +1,5 @@
 """Activation: project warehouse models into the Redis keyspace the product reads."""
 
-import time
 from typing import Literal
 
 import dagster as dg
@@ -9,14 +8,29 @@ from assets.warehouse import user_profiles
 from personalization_pipeline.metadata import PREVIEW_ROWS, markdown_table
 from personalization_pipeline.resources.redis import RedisResource
 from personalization_pipeline.resources.warehouse import WarehouseResource
+from personalization_pipeline.sync.engine import SyncSpec, sync_table
 from personalization_pipeline.sync.identify import user_key
-from personalization_pipeline.sync.profiles import write_identify_rows
 
 PROFILE_TRAITS = ["email", "membership_status", "income_bracket"]
+PROFILE_SYNC = SyncSpec(
+    name="user_profiles",
+    source="analytics.user_profiles",
+    key_column="user_id",
+    fields=PROFILE_TRAITS,
+)
 
 
 class RedisSyncConfig(dg.Config):
-    mode: Literal["upsert", "full"] = "upsert"
+    mode: Literal["upsert", "mirror", "full"] = "upsert"
+    """upsert: write added/changed rows; mirror: also remove this sync's fields of rows that
+    left the table; full: rewrite every row (reconciliation)."""
+    dry_run: bool = False
+    """Compute the plan and samples of each change; write nothing."""
+    force: bool = False
+    """Let mirror remove more than max_delete_fraction of the synced keys."""
+    remove_nulls: bool = True
+    """HDEL fields that became null (RudderStack keeps them; off reproduces that)."""
+    max_delete_fraction: float = 0.2
 
 
 @dg.asset(group_name="activation", kinds={"duckdb", "redis"}, pool="duckdb", deps=[user_profiles])
@@ -27,33 +41,46 @@ def redis_user_profiles(
     redis: RedisResource,
 ) -> dg.MaterializeResult:
     """Profiles in Redis as user:<userId> hashes, as RudderStack's Redis destination writes them."""
-    client = redis.get_client()
-    started = time.perf_counter()
+    client = None if config.dry_run else redis.get_client()
     with warehouse.connect() as connection:
-        relation = connection.sql(
-            f"SELECT user_id, {', '.join(PROFILE_TRAITS)} FROM analytics.user_profiles "
-            "ORDER BY user_id"
+        result = sync_table(
+            connection,
+            client,
+            PROFILE_SYNC,
+            prefix=redis.prefix,
+            mode=config.mode,
+            dry_run=config.dry_run,
+            force=config.force,
+            remove_nulls=config.remove_nulls,
+            max_delete_fraction=config.max_delete_fraction,
         )
-        rows = relation.fetchall()
-    result = write_identify_rows(client, rows, relation.columns, "user_id", redis.key_prefix)
-    seconds = time.perf_counter() - started
+        first_users = connection.execute(
+            f"SELECT user_id FROM analytics.user_profiles ORDER BY user_id LIMIT {PREVIEW_ROWS}"
+        ).fetchall()
     context.log.info(
-        f"Wrote {result.written} profile hashes in {seconds:.2f}s; rejected {result.rejected}"
+        f"{'Planned' if result.dry_run else 'Synced'} {result.mode}: {result.added} added,"
+        f" {result.changed} changed, {result.removed} removed, {result.unchanged} unchanged,"
+        f" {result.rejected} rejected; {result.rows_written} rows in {result.seconds:.2f}s"
     )
-    # Read back what Redis now holds, so the preview shows the stored bytes, not our intent.
-    preview_keys = [user_key(row[0], redis.key_prefix) for row in rows[:PREVIEW_ROWS]]
-    preview = [(key, _decoded(client.hgetall(key))) for key in preview_keys]
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": result.written,
-            "rows_written": result.written,
-            "rows_rejected": sum(result.rejected.values()),
-            "rejected_by_reason": result.rejected,
-            "seconds": round(seconds, 3),
-            "mode": config.mode,
-            "preview": dg.MetadataValue.md(markdown_table(["key", "fields"], preview)),
-        }
-    )
+    for warning in result.warnings:
+        context.log.warning(warning)
+    metadata: dict[str, object] = {
+        **result.metadata(),
+        "dagster/row_count": result.added + result.changed + result.unchanged,
+    }
+    if result.dry_run:
+        metadata["plan_samples"] = dg.MetadataValue.json(result.samples)
+    else:
+        # Read back what Redis now holds, so the preview shows the stored bytes, not our intent.
+        keys = []
+        for (user_id,) in first_users:
+            try:
+                keys.append(user_key(user_id, redis.prefix))
+            except ValueError:
+                continue
+        preview = [(key, _decoded(client.hgetall(key))) for key in keys]
+        metadata["preview"] = dg.MetadataValue.md(markdown_table(["key", "fields"], preview))
+    return dg.MaterializeResult(metadata=metadata)
 
 
 def _decoded(fields: dict[bytes, bytes]) -> dict[str, str]:

@@ -158,7 +158,7 @@ def redis_user_profiles_readback(
     for row in sample:
         try:
             fields = identify_fields(traits=dict(zip(PROFILE_TRAITS, row[1:], strict=True)))
-            keys.append(user_key(row[0], redis.key_prefix))
+            keys.append(user_key(row[0], redis.prefix))
         except IdentifyError:
             continue  # rejected rows are never written, so there is nothing to read back
         expected.append(fields)

@@ -39,7 +39,8 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
         # The URL can carry a password, so it reaches the run only through EnvVar.
         "redis": RedisResource(
             url=dg.EnvVar("REDIS_URL") if os.environ.get("REDIS_URL") else DEFAULT_REDIS_URL,
-            key_prefix=env("REDIS_KEY_PREFIX", ""),
+            prefix=env("REDIS_KEY_PREFIX", ""),
+            cluster_mode=env("REDIS_CLUSTER_MODE", "false").lower() in ("1", "true", "yes"),
         ),
         "rules": ProfileRulesResource(
             allowed_membership_statuses=env(

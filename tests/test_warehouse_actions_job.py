@@ -66,7 +66,7 @@ def test_the_two_example_users(pipeline_resources, redis_client):
 
 
 def test_key_prefix_is_applied(pipeline_resources, redis_client, redis_url):
-    resources = {**pipeline_resources, "redis": RedisResource(url=redis_url, key_prefix=" app ")}
+    resources = {**pipeline_resources, "redis": RedisResource(url=redis_url, prefix=" app ")}
     assert run_job(resources).success
     assert redis_client.hget("app:user:U000002", "income_bracket") == "level_2"
     assert not redis_client.exists("user:U000002")

@@ -4,38 +4,49 @@ from __future__ import annotations
 
 import dagster as dg
 import redis
+from redis.cluster import RedisCluster
+
+from personalization_pipeline.sync.redis_config import RedisDestination, connect
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class RedisResource(dg.ConfigurableResource):
-    """Where profiles are synced. Password, database and TLS (rediss://) go in the URL."""
+    """Where profiles are synced. Settings are named as RudderStack's Redis destination names
+    them (address, password, database, cluster_mode, secure, prefix) plus an ACL username.
+
+    ``url`` (redis:// or rediss://, may carry user, password and database) is the usual way;
+    the other settings, when set, override what the URL says.
+    """
 
     url: str = DEFAULT_REDIS_URL
-    key_prefix: str = ""
+    address: str = ""
+    """host:port; with cluster_mode a comma-separated list of seed nodes."""
+    password: str | None = None
+    username: str | None = None
+    database: str = ""
+    cluster_mode: bool = False
+    secure: bool = False
+    skip_verify: bool = False
+    prefix: str = ""
+    """Key prefix as in RudderStack: "app" gives app:user:<userId>."""
 
-    def get_client(self) -> redis.Redis:
-        """A connected client; fails with the URL it tried and how to fix it."""
-        return connect(self.url)
+    def destination(self) -> RedisDestination:
+        overrides: dict[str, object] = {
+            "cluster_mode": self.cluster_mode,
+            "skip_verify": self.skip_verify,
+            "prefix": self.prefix,
+        }
+        for name in ("address", "password", "username", "database"):
+            if getattr(self, name):
+                overrides[name] = getattr(self, name)
+        if self.secure:
+            overrides["secure"] = True
+        return RedisDestination.from_url(self.url, **overrides)
 
-
-def connect(url: str) -> redis.Redis:
-    client = redis.Redis.from_url(url, socket_connect_timeout=5)
-    try:
-        client.ping()
-    except redis.AuthenticationError as error:
-        client.close()
-        raise RuntimeError(
-            f"Redis at {redact(url)} rejected the credentials ({error}): "
-            "fix the password in REDIS_URL"
-        ) from error
-    except redis.ConnectionError as error:
-        client.close()
-        raise RuntimeError(
-            f"Redis at {redact(url)} refused the connection ({error}): "
-            "start redis-server or set REDIS_URL"
-        ) from error
-    return client
+    def get_client(self) -> redis.Redis | RedisCluster:
+        """A connected client; fails with the address it tried and how to fix it."""
+        return connect(self.destination())
 
 
 def redact(url: str) -> str:

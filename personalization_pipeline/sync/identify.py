@@ -60,9 +60,12 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def parse_json(text: str | bytes) -> Any:
+def parse_json(text: str | bytes, *, allow_non_finite: bool = False) -> Any:
     """Parse a JSON body as JavaScript does for this encoding: ``-0`` stays negative zero,
-    ``NaN``/``Infinity`` are rejected. Use it before calling :func:`encode_identify`."""
+    ``NaN``/``Infinity`` are rejected unless ``allow_non_finite`` (DuckDB's ``to_json``
+    writes them). Use it before calling :func:`encode_identify`."""
+    if allow_non_finite:
+        return json.loads(text, parse_int=_parse_int)
     return json.loads(text, parse_int=_parse_int, parse_constant=_reject_constant)
 
 

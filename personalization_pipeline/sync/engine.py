@@ -1,0 +1,801 @@
+"""Warehouse → Redis sync: diff in DuckDB, write only what changed, resume where it stopped.
+
+A :class:`SyncSpec` names a DuckDB relation (table, view or query), its key column, the
+columns to write (column → hash field) and a key template (``user:{key}``). Each row
+becomes what RudderStack's Redis destination writes for an identify with those traits:
+key ``[prefix:]user:<key>``, one HSET of the non-null fields, values rendered by
+:mod:`personalization_pipeline.sync.identify` (the one encoding; see "Rendering").
+
+State lives in the warehouse schema ``sync``:
+
+- ``sync.snapshot_<name>``: per Redis key, the fingerprint of the values last written
+  (``hash()`` of the mapped columns), a bit mask of the fields that were non-null and a
+  hash of the spec. A run computes added / changed / removed / unchanged against it in SQL.
+  It is advanced after every batch, and only for rows whose replies were all successes,
+  so a run that dies midway leaves a snapshot from which the next run sends exactly the
+  rows that were not acknowledged.
+- ``sync.rejected_rows``: rows that could not be written, with reason and run id.
+  Invalid rows (blank key, duplicate key, nothing to write) are re-evaluated every run;
+  rows Redis refused (e.g. WRONGTYPE) are skipped until they change, then retried.
+- ``sync.runs``: one line per run with its counts.
+
+Modes:
+
+- ``upsert`` (default): HSET added and changed rows; never deletes a key (RudderStack).
+- ``mirror``: upsert, plus rows that left the source are removed from Redis. **Removal
+  deletes only the fields this sync owns (HDEL of the mapped fields), never the key**:
+  ``user:<id>`` hashes are shared with the real-time ingestion (identify traits, recent
+  purchases) and with other syncs, which a DEL would wipe. Redis drops a hash whose last
+  field goes, so a key only this sync wrote disappears. A run that would remove more than
+  ``max_delete_fraction`` (default 20%) of the snapshot fails before writing anything
+  unless ``force=True``.
+- ``full``: rewrite every valid row (reconciliation), and HDEL every owned field that is
+  null (when ``remove_nulls``), whatever the snapshot says.
+- ``dry_run=True`` with any mode: compute the plan and samples of each kind of change;
+  nothing is written to Redis or to the warehouse.
+
+Nulls: RudderStack's HMSET never removes a field whose trait became null. With
+``remove_nulls=True`` (default) a field this sync wrote before and that is null now is
+removed with HDEL, so Redis equals the warehouse. ``remove_nulls=False`` is RudderStack's
+behaviour. A changed mapping (spec) counts every row as changed, and its nulls are all
+removed (the old field mask means nothing under the new mapping).
+
+Rendering: values are rendered in DuckDB SQL where the JavaScript rules coincide with a
+plain cast (VARCHAR; BOOLEAN; integers within ±2**53; doubles whose shortest repr is
+positional, which DuckDB prints as Python's ``repr``) and by the identify module's
+``js_number`` / ``js_json`` (as DuckDB functions) for everything else. The tests compare
+the two on random data. LIST columns are written as ``JSON.stringify``; DATE / TIME /
+TIMESTAMP / UUID as DuckDB's ISO text. STRUCT / MAP / JSON / BLOB are refused: select
+their members as columns named with dots (``"plan.tier"``) in the source query.
+
+Each batch is rendered to RESP by a single SQL ``string_agg`` and sent by the writer
+(``writer.py``) while DuckDB renders the next batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import duckdb
+import redis
+from redis.cluster import RedisCluster
+
+from personalization_pipeline.sync.identify import (
+    JS_WHITESPACE,
+    js_json,
+    js_number,
+    key_prefix,
+    parse_json,
+)
+from personalization_pipeline.sync.redis_config import RedisUnavailable
+from personalization_pipeline.sync.writer import Batch, Writer, make_writer
+
+__all__ = [
+    "MODES",
+    "SyncError",
+    "SyncResult",
+    "SyncSpec",
+    "render_rows",
+    "sync_table",
+]
+
+MODES = ("upsert", "mirror", "full")
+MAX_FIELDS = 64
+BLANK_KEY = "Blank userId passed in identify event"
+NOTHING_TO_WRITE = "context or context.traits or traits is empty"
+# Redis errors that belong to one row's data: the row is rejected and the run goes on.
+ROW_ERRORS = ("WRONGTYPE",)
+
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_RELATION = re.compile(r'^[A-Za-z_][\w$]*(\.[A-Za-z_][\w$]*){0,2}$|^"')
+_CRLF = "\r\n"
+_BLANK = "[" + JS_WHITESPACE + "]*"
+
+
+class SyncError(RuntimeError):
+    """The sync refused to run or stopped; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class SyncSpec:
+    """What to sync: a relation, its key column, mapped columns and the key template."""
+
+    name: str
+    source: str
+    """A table or view name, or a query (``SELECT …``)."""
+    key_column: str
+    fields: Mapping[str, str] | Sequence[str]
+    """Column → hash field name; a plain list keeps the column names."""
+    key_template: str = "user:{key}"
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"sync name {self.name!r} must match {_NAME.pattern}")
+        if not isinstance(self.fields, Mapping):
+            object.__setattr__(self, "fields", {column: column for column in self.fields})
+        if not 0 < len(self.fields) <= MAX_FIELDS:
+            raise ValueError(f"a sync maps 1 to {MAX_FIELDS} columns, got {len(self.fields)}")
+        if self.key_template.count("{key}") != 1:
+            raise ValueError(f"key_template {self.key_template!r} needs exactly one {{key}}")
+
+    @property
+    def relation(self) -> str:
+        text = self.source.strip()
+        if _RELATION.match(text):
+            return text
+        return f"({text})"
+
+    def fingerprint(self, prefix: str) -> int:
+        """Changes whenever what a row is written as changes: mapping, key or prefix."""
+        text = json.dumps(
+            [self.key_column, list(self.fields.items()), self.key_template, key_prefix(prefix)]
+        )
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+@dataclass
+class SyncResult:
+    sync: str
+    run_id: str
+    mode: str
+    dry_run: bool
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    rows_written: int = 0
+    seconds: float = 0.0
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_written / self.seconds if self.seconds > 0 else 0.0
+
+    def metadata(self) -> dict[str, Any]:
+        """Plain values for Dagster metadata (no secrets)."""
+        return {
+            "mode": self.mode,
+            "dry_run": self.dry_run,
+            "added": self.added,
+            "changed": self.changed,
+            "removed": self.removed,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected,
+            "rows_written": self.rows_written,
+            "seconds": round(self.seconds, 3),
+            "rows_per_second": round(self.rows_per_second, 1),
+            "run_id": self.run_id,
+        }
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _resp_bulk(text: str) -> str:
+    """A constant RESP bulk string (length in UTF-8 bytes)."""
+    return f"${len(text.encode())}{_CRLF}{text}{_CRLF}"
+
+
+_UDF_NUMBER = "pp_sync_js_number"
+_UDF_JSON = "pp_sync_js_json"
+
+
+def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
+    for name, function in (
+        (_UDF_NUMBER, lambda text: js_number(Decimal(text))),
+        (_UDF_JSON, lambda text: js_json(parse_json(text, allow_non_finite=True))),
+    ):
+        # Registering twice on one connection raises; the first registration stays.
+        with contextlib.suppress(duckdb.Error):
+            con.create_function(name, function, ["VARCHAR"], "VARCHAR", side_effects=False)
+
+
+_EXACT_INTS = {"TINYINT", "SMALLINT", "INTEGER", "UTINYINT", "USMALLINT", "UINTEGER"}
+_WIDE_INTS = {"BIGINT", "UBIGINT", "HUGEINT", "UHUGEINT"}
+_AS_TEXT = ("DATE", "TIME", "TIMESTAMP", "UUID", "INTERVAL")
+
+
+def _render_double(expr: str) -> str:
+    # DuckDB prints doubles as Python's repr; inside [1e-4, 1e16) repr is positional and
+    # JS prints the same digits (minus a trailing ".0"). Elsewhere the identify module decides.
+    text = f"CAST({expr} AS VARCHAR)"
+    return (
+        f"CASE WHEN {expr} = 0 OR (abs({expr}) >= 0.0001 AND abs({expr}) < 1e16"
+        f" AND {text} NOT LIKE '%e%') THEN"
+        f" CASE WHEN suffix({text}, '.0') THEN {text}[:-3] ELSE {text} END"
+        f" ELSE {_UDF_NUMBER}({text}) END"
+    )
+
+
+def render_sql(expr: str, duck_type: str) -> str:
+    """SQL that renders ``expr`` exactly as ``identify.js_string`` / ``js_json`` would."""
+    kind = duck_type.upper()
+    if kind == "VARCHAR":
+        return expr
+    if kind == "BOOLEAN" or kind in _EXACT_INTS:
+        return f"CAST({expr} AS VARCHAR)"
+    if kind in _WIDE_INTS:
+        return (
+            f"CASE WHEN {expr} BETWEEN -9007199254740992 AND 9007199254740992"
+            f" THEN CAST({expr} AS VARCHAR) ELSE {_UDF_NUMBER}(CAST({expr} AS VARCHAR)) END"
+        )
+    if kind in ("DOUBLE", "FLOAT"):
+        return _render_double(f"CAST({expr} AS DOUBLE)")
+    decimal = re.match(r"DECIMAL\((\d+),\s*\d+\)", kind)
+    if decimal:
+        if int(decimal.group(1)) <= 15:
+            # Unscaled value and power of ten are exact doubles: the cast rounds once.
+            return _render_double(f"CAST({expr} AS DOUBLE)")
+        return f"{_UDF_NUMBER}(CAST({expr} AS VARCHAR))"
+    if kind.endswith("]"):
+        return f"{_UDF_JSON}(CAST(to_json({expr}) AS VARCHAR))"
+    if kind.startswith(_AS_TEXT):
+        return f"CAST({expr} AS VARCHAR)"
+    raise TypeError(
+        f"column {expr} has type {duck_type}, which has no identify rendering: select its "
+        'members as columns named with dots (e.g. s.tier AS "plan.tier") or cast it to VARCHAR'
+    )
+
+
+@dataclass
+class _Plan:
+    """The SQL pieces for one spec against one source."""
+
+    spec: SyncSpec
+    prefix: str
+    columns: list[str]
+    key_head: str
+    key_tail: str
+    key_text: str
+    key_sql: str
+    column_types: list[str]
+    spec_hash: int
+
+    @property
+    def field_names(self) -> list[str]:
+        return [self.spec.fields[column] for column in self.columns]
+
+    @property
+    def values_sql(self) -> list[str]:
+        """Rendered mapped columns, read from the source relation."""
+        return [
+            render_sql(_ident(c), t) for c, t in zip(self.columns, self.column_types, strict=True)
+        ]
+
+    def values_from_raw(self) -> str:
+        """``v0, v1, …`` rendered from the raw copies ``c0, c1, …`` in ``_sync_rows``."""
+        return ", ".join(
+            f"{render_sql(f'c{i}', t)} AS v{i}" for i, t in enumerate(self.column_types)
+        )
+
+    @property
+    def all_bits(self) -> int:
+        return (1 << len(self.columns)) - 1
+
+
+def _build_plan(con: duckdb.DuckDBPyConnection, spec: SyncSpec, prefix: str) -> _Plan:
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM {spec.relation}").fetchall()
+    except duckdb.Error as error:
+        raise SyncError(f"sync {spec.name}: cannot read {spec.source!r}: {error}") from error
+    types = {row[0]: row[1] for row in described}
+    missing = [c for c in [spec.key_column, *spec.fields] if c not in types]
+    if missing:
+        raise SyncError(
+            f"sync {spec.name}: {spec.source!r} has no column(s) {missing}; it has {list(types)}"
+        )
+    _register_udfs(con)
+    columns = list(spec.fields)
+    key_text = render_sql(_ident(spec.key_column), types[spec.key_column])
+    before, after = spec.key_template.split("{key}")
+    key_sql = (
+        # JS trim() semantics; a regular expression is ~30x faster than trim(x, characters).
+        f"CASE WHEN {key_text} IS NULL OR regexp_full_match({key_text}, {_literal(_BLANK)})"
+        " THEN NULL"
+        f" ELSE concat({_literal(key_prefix(prefix) + before)}, {key_text}, {_literal(after)}) END"
+    )
+    column_types = [types[c] for c in columns]
+    head = key_prefix(prefix) + before
+    return _Plan(
+        spec,
+        prefix,
+        columns,
+        head,
+        after,
+        key_text,
+        key_sql,
+        column_types,
+        spec.fingerprint(prefix),
+    )
+
+
+def _resp_sql(plan: _Plan) -> tuple[str, str]:
+    """(RESP text of a row of ``_sync_rows``, number of commands it holds).
+
+    One ``concat`` per row (it skips NULLs, so a null field's fragment simply vanishes);
+    chains of ``||`` would copy the growing string once per piece.
+    """
+    crlf = _literal(_CRLF)
+    head = f"{crlf}, '$', strlen(k), {crlf}, k, {crlf}"
+    hset_fields = ", ".join(
+        f"CASE WHEN v{i} IS NOT NULL THEN concat({_literal(_resp_bulk(name))}, '$',"
+        f" strlen(v{i}), {crlf}, v{i}, {crlf}) END"
+        for i, name in enumerate(plan.field_names)
+    )
+    hdel_fields = ", ".join(
+        f"CASE WHEN (del >> {i}) & 1 = 1 THEN {_literal(_resp_bulk(name))} END"
+        for i, name in enumerate(plan.field_names)
+    )
+    resp = (
+        f"concat(CASE WHEN nn <> 0 THEN concat('*', 2 + 2 * bit_count(nn), {crlf}, '$4',"
+        f" {crlf}, 'HSET', {head}, {hset_fields}) END,"
+        f" CASE WHEN del <> 0 THEN concat('*', 2 + bit_count(del), {crlf}, '$4', {crlf},"
+        f" 'HDEL', {head}, {hdel_fields}) END)"
+    )
+    commands = "CAST(nn <> 0 AS INTEGER) + CAST(del <> 0 AS INTEGER)"
+    return resp, commands
+
+
+def render_rows(
+    con: duckdb.DuckDBPyConnection, spec: SyncSpec, prefix: str = ""
+) -> list[tuple[str | None, dict[str, str]]]:
+    """Every source row as (Redis key or None when blank, fields) rendered by the SQL path.
+
+    Used by tests to prove the SQL rendering equals the identify module's; not a hot path.
+    """
+    plan = _build_plan(con, spec, prefix)
+    selected = ", ".join([plan.key_sql, *plan.values_sql])
+    rows = con.execute(f"SELECT {selected} FROM {spec.relation}").fetchall()
+    names = plan.field_names
+    return [
+        (row[0], {n: v for n, v in zip(names, row[1:], strict=True) if v is not None})
+        for row in rows
+    ]
+
+
+def _ensure_state(con: duckdb.DuckDBPyConnection, snapshot: str) -> None:
+    con.execute("CREATE SCHEMA IF NOT EXISTS sync")
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {snapshot} (key VARCHAR NOT NULL,"
+        " fingerprint UBIGINT NOT NULL, fields_mask UBIGINT NOT NULL, spec UBIGINT NOT NULL)"
+    )
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS sync.rejected_rows (sync_name VARCHAR NOT NULL,"
+        " run_id VARCHAR NOT NULL, key_value VARCHAR, redis_key VARCHAR, fingerprint UBIGINT,"
+        " reason VARCHAR NOT NULL, kind VARCHAR NOT NULL, rejected_at TIMESTAMPTZ NOT NULL)"
+    )
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS sync.runs (sync_name VARCHAR NOT NULL, run_id VARCHAR NOT"
+        " NULL, mode VARCHAR, status VARCHAR, added BIGINT, changed BIGINT, removed BIGINT,"
+        " unchanged BIGINT, rejected BIGINT, rows_written BIGINT, seconds DOUBLE, error VARCHAR,"
+        " finished_at TIMESTAMPTZ)"
+    )
+
+
+def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    found = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema, table],
+    ).fetchone()
+    return bool(found and found[0])
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> Any:
+    row = con.execute(sql, params or []).fetchone()
+    return row[0] if row else None
+
+
+def sync_table(
+    con: duckdb.DuckDBPyConnection,
+    target: redis.Redis | RedisCluster | Writer | None,
+    spec: SyncSpec,
+    *,
+    prefix: str = "",
+    mode: str = "upsert",
+    dry_run: bool = False,
+    force: bool = False,
+    remove_nulls: bool = True,
+    max_delete_fraction: float = 0.2,
+    batch_size: int = 20_000,
+    sample_size: int = 5,
+    run_id: str | None = None,
+) -> SyncResult:
+    """Sync ``spec`` from the warehouse ``con`` into Redis ``target``; see the module doc.
+
+    ``target`` is a client from :func:`redis_config.connect`, or a :class:`Writer` (closed
+    when the run ends); it may be None for a dry run. Raises SyncError (mirror guard,
+    refused writes) or RedisUnavailable; either way every acknowledged batch is already in
+    the snapshot.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    started = time.perf_counter()
+    result = SyncResult(spec.name, run_id or uuid.uuid4().hex, mode, dry_run)
+    plan = _build_plan(con, spec, prefix)
+    snapshot = f"sync.snapshot_{spec.name}"
+    if dry_run:
+        if not _table_exists(con, "sync", f"snapshot_{spec.name}"):
+            snapshot = "(SELECT NULL::VARCHAR AS key, 0::UBIGINT AS fingerprint,"
+            snapshot += " 0::UBIGINT AS fields_mask, 0::UBIGINT AS spec WHERE false)"
+        has_rejected = _table_exists(con, "sync", "rejected_rows")
+    else:
+        _ensure_state(con, snapshot)
+        has_rejected = True
+
+    _diff(con, plan, snapshot, result, mode, remove_nulls, has_rejected)
+    snapshot_rows = _scalar(con, f"SELECT count(*) FROM {snapshot}")
+    if mode == "mirror" and result.removed:
+        fraction = result.removed / max(snapshot_rows, 1)
+        if fraction > max_delete_fraction:
+            message = (
+                f"sync {spec.name}: mirror would remove {result.removed} of {snapshot_rows}"
+                f" keys' fields ({fraction:.1%} > max_delete_fraction {max_delete_fraction:.0%});"
+                " nothing was written. Check the source, or rerun with force=True"
+            )
+            if not dry_run and not force:
+                _log_run(con, result, started, "refused", message)
+                raise SyncError(message)
+            result.warnings.append(message)
+
+    if dry_run:
+        result.samples = _samples(con, plan, sample_size)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    _record_invalid(con, spec.name, result.run_id)
+    try:
+        _write(con, plan, snapshot, target, result, batch_size)
+    except (SyncError, RedisUnavailable, redis.RedisError, OSError) as error:
+        _log_run(con, result, started, "failed", str(error))
+        if isinstance(error, SyncError | RedisUnavailable):
+            raise
+        raise RedisUnavailable(
+            f"sync {spec.name}: Redis failed after {result.rows_written} rows ({error});"
+            " acknowledged rows are in the snapshot: rerun to send the rest"
+        ) from error
+    result.rejected = _scalar(
+        con, "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ?", [spec.name]
+    )
+    _log_run(con, result, started, "succeeded", None)
+    return result
+
+
+def _log_run(con, result: SyncResult, started: float, status: str, error: str | None) -> None:
+    result.seconds = time.perf_counter() - started
+    if result.dry_run:
+        return
+    con.execute(
+        "INSERT INTO sync.runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+        [
+            result.sync,
+            result.run_id,
+            result.mode,
+            status,
+            result.added,
+            result.changed,
+            result.removed,
+            result.unchanged,
+            result.rejected,
+            result.rows_written,
+            result.seconds,
+            error,
+        ],
+    )
+
+
+def _diff(
+    con: duckdb.DuckDBPyConnection,
+    plan: _Plan,
+    snapshot: str,
+    result: SyncResult,
+    mode: str,
+    remove_nulls: bool,
+    has_rejected: bool,
+) -> None:
+    """Temp tables ``_sync_cur`` (key, fingerprint, field mask of every source row),
+    ``_sync_invalid`` (rows that cannot be written, with the reason) and ``_sync_plan``
+    (rows to send: added, changed, removed; every valid row in full mode)."""
+    spec = plan.spec
+    columns = [_ident(c) for c in plan.columns]
+    mask = " | ".join(f"(CAST({c} IS NOT NULL AS UBIGINT) << {i})" for i, c in enumerate(columns))
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _sync_cur AS
+        SELECT k, fp, nn, CASE WHEN k IS NULL THEN CAST(key_text AS VARCHAR) END AS blank_key
+        FROM (
+            SELECT {plan.key_sql} AS k, {plan.key_text} AS key_text,
+                hash({", ".join(columns)}) AS fp, {mask} AS nn
+            FROM {spec.relation}
+        )
+        """
+    )
+    # A GROUP BY finds duplicates far cheaper than a window over every row.
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _sync_dups AS SELECT k, count(*) AS n FROM _sync_cur"
+        " WHERE k IS NOT NULL GROUP BY k HAVING count(*) > 1"
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _sync_invalid AS
+        SELECT coalesce(blank_key, c.k[{len(plan.key_head) + 1}:{-len(plan.key_tail) - 1}])
+                AS key_value, c.k, fp,
+            CASE WHEN c.k IS NULL THEN {_literal(BLANK_KEY)}
+                 WHEN d.n IS NOT NULL THEN 'Duplicate key: ' || d.n || ' rows share it'
+                 ELSE {_literal(NOTHING_TO_WRITE)} END AS reason
+        FROM _sync_cur c
+        LEFT JOIN _sync_dups d ON d.k = c.k
+        WHERE c.k IS NULL OR c.nn = 0 OR d.n IS NOT NULL
+        """
+    )
+    full = mode == "full"
+    all_bits = plan.all_bits
+    if not remove_nulls:
+        delete_mask = "0::UBIGINT"
+    elif full:
+        delete_mask = f"({all_bits}::UBIGINT & ~c.nn)"
+    else:
+        delete_mask = (
+            f"CASE WHEN s.key IS NULL THEN 0::UBIGINT"
+            f" WHEN s.spec <> {plan.spec_hash} THEN ({all_bits}::UBIGINT & ~c.nn)"
+            f" ELSE (s.fields_mask & ~c.nn) END"
+        )
+    refused = "false"
+    if has_rejected and _scalar(
+        con,
+        "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ? AND kind = 'write'",
+        [spec.name],
+    ):
+        # Rows Redis refused wait until they change (a different fingerprint) to be retried.
+        refused = (
+            "EXISTS (SELECT 1 FROM sync.rejected_rows r WHERE r.sync_name = "
+            f"{_literal(spec.name)} AND r.kind = 'write' AND r.redis_key = c.k"
+            " AND r.fingerprint = c.fp)"
+        )
+    valid = "c.k IS NOT NULL AND c.nn <> 0 AND c.k NOT IN (SELECT k FROM _sync_dups)"
+    removed = ""
+    if mode == "mirror":
+        removed = f"""
+        UNION ALL
+        SELECT s.key, 0::UBIGINT, 0::UBIGINT, 'removed', true, {all_bits}::UBIGINT
+        FROM {snapshot} s WHERE NOT EXISTS (SELECT 1 FROM _sync_cur c WHERE c.k = s.key)
+        """
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _sync_plan AS
+        -- Numbered here, on the narrow plan: far cheaper than numbering the rows with values.
+        SELECT *, row_number() OVER () - 1 AS rn FROM (
+        SELECT * FROM (
+            SELECT c.k, c.fp, c.nn,
+                CASE WHEN s.key IS NULL THEN 'added'
+                     WHEN s.fingerprint <> c.fp OR s.spec <> {plan.spec_hash} THEN 'changed'
+                     ELSE 'unchanged' END AS op,
+                s.key IS NOT NULL AS in_snapshot,
+                {delete_mask} AS del
+            FROM _sync_cur c LEFT JOIN {snapshot} s ON s.key = c.k
+            WHERE {valid} AND NOT {refused}
+        ) WHERE {"true" if full else "op <> 'unchanged'"}
+        {removed}
+        )
+        """
+    )
+    counts = dict(con.execute("SELECT op, count(*) FROM _sync_plan GROUP BY op").fetchall())
+    total = _scalar(con, "SELECT count(*) FROM _sync_cur")
+    invalid = _scalar(con, "SELECT count(*) FROM _sync_invalid")
+    skipped = 0
+    if refused != "false":
+        skipped = _scalar(con, f"SELECT count(*) FROM _sync_cur c WHERE {valid} AND {refused}")
+    result.added = counts.get("added", 0)
+    result.changed = counts.get("changed", 0)
+    result.removed = counts.get("removed", 0)
+    result.unchanged = counts.get(
+        "unchanged", total - invalid - skipped - result.added - result.changed
+    )
+    result.rejected = invalid + skipped
+
+
+def _plan_rows_sql(plan: _Plan, keys: str) -> str:
+    """Plan rows in ``keys`` (a relation shaped like ``_sync_plan``) with the raw values of
+    their source row as ``c0, c1, …`` (NULL for removed rows)."""
+    raw = ", ".join(f"{_ident(c)} AS c{i}" for i, c in enumerate(plan.columns))
+    nulls = ", ".join(f"NULL AS c{i}" for i in range(len(plan.columns)))
+    return f"""
+        SELECT p.*, v.* EXCLUDE (k) FROM {keys} p
+        JOIN (SELECT {plan.key_sql} AS k, {raw} FROM {plan.spec.relation}) v ON v.k = p.k
+        WHERE p.op <> 'removed'
+        UNION ALL
+        SELECT p.*, {nulls} FROM {keys} p WHERE p.op = 'removed'
+    """
+
+
+def _rendered_rows_sql(plan: _Plan, keys: str) -> str:
+    """Plan rows in ``keys`` with rendered values ``v0, v1, …``."""
+    return f"SELECT *, {plan.values_from_raw()} FROM ({_plan_rows_sql(plan, keys)})"
+
+
+def _samples(con: duckdb.DuckDBPyConnection, plan: _Plan, size: int) -> dict[str, list[dict]]:
+    samples: dict[str, list[dict]] = {}
+    names = plan.field_names
+    for op in ("added", "changed", "removed"):
+        picked = f"(SELECT * FROM _sync_plan WHERE op = '{op}' ORDER BY k LIMIT {size})"
+        rows = con.execute(
+            f"SELECT k, del, {', '.join(f'v{i}' for i in range(len(names)))}"
+            f" FROM ({_rendered_rows_sql(plan, picked)}) ORDER BY k"
+        ).fetchall()
+        samples[op] = [
+            {
+                "key": row[0],
+                "fields": {n: v for n, v in zip(names, row[2:], strict=True) if v is not None},
+                "removed_fields": [n for i, n in enumerate(names) if (row[1] >> i) & 1],
+            }
+            for row in rows
+        ]
+    samples["rejected"] = [
+        {"key_value": key_value, "reason": reason}
+        for key_value, reason in con.execute(
+            "SELECT key_value, reason FROM _sync_invalid"
+            f" ORDER BY key_value NULLS FIRST LIMIT {size}"
+        ).fetchall()
+    ]
+    return samples
+
+
+def _record_invalid(con: duckdb.DuckDBPyConnection, name: str, run_id: str) -> None:
+    """Replace this sync's invalid rows; drop refused rows that changed since (retry them)."""
+    con.execute("BEGIN")
+    con.execute("DELETE FROM sync.rejected_rows WHERE sync_name = ? AND kind = 'invalid'", [name])
+    if _scalar(con, "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ?", [name]):
+        con.execute(
+            "DELETE FROM sync.rejected_rows r WHERE sync_name = ? AND NOT EXISTS"
+            " (SELECT 1 FROM _sync_cur c WHERE c.k = r.redis_key AND c.fp = r.fingerprint)",
+            [name],
+        )
+    con.execute(
+        "INSERT INTO sync.rejected_rows SELECT ?, ?, key_value, k, fp, reason, 'invalid', now()"
+        " FROM _sync_invalid",
+        [name, run_id],
+    )
+    con.execute("COMMIT")
+
+
+def _write(
+    con: duckdb.DuckDBPyConnection,
+    plan: _Plan,
+    snapshot: str,
+    target: redis.Redis | RedisCluster | Writer | None,
+    result: SyncResult,
+    batch_size: int,
+) -> None:
+    total = _scalar(con, "SELECT count(*) FROM _sync_plan")
+    if not total:
+        return
+    if target is None:
+        raise SyncError(f"sync {plan.spec.name}: a Redis client is needed unless dry_run")
+    writer = target if isinstance(target, Writer) else make_writer(target)
+    clustered = writer.needs_rows
+    # Only raw values are copied here; rendering and RESP happen per batch (below), while
+    # Redis is busy with the previous batch.
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _sync_rows AS
+        SELECT *, rn // {batch_size} AS batch_no FROM ({_plan_rows_sql(plan, "_sync_plan")})
+        """
+    )
+    resp, commands = _resp_sql(plan)
+    batch_rows = (
+        f"(SELECT rn, k, nn, del, {resp} AS resp, {commands} AS ncmd FROM (SELECT rn, k, nn, del,"
+        f" {plan.values_from_raw()} FROM _sync_rows WHERE batch_no = ?))"
+    )
+    batches = -(-total // batch_size)
+    replaces = {
+        row[0]
+        for row in con.execute(
+            "SELECT DISTINCT batch_no FROM _sync_rows WHERE in_snapshot"
+        ).fetchall()
+    }
+
+    def prepare(number: int) -> Batch:
+        if clustered:
+            rows = con.execute(
+                f"SELECT k, resp, ncmd FROM {batch_rows} ORDER BY rn",
+                [number],
+            ).fetchall()
+            counts = [row[2] for row in rows]
+            return Batch(
+                commands=sum(counts),
+                keys=[row[0] for row in rows],
+                resps=[row[1] for row in rows],
+                row_commands=lambda: counts,
+            )
+        text, count = con.execute(
+            f"SELECT string_agg(resp, '' ORDER BY rn), sum(ncmd) FROM {batch_rows}",
+            [number],
+        ).fetchone()
+
+        def row_commands() -> list[int]:
+            return [
+                row[0]
+                for row in con.execute(
+                    f"SELECT ncmd FROM {batch_rows} ORDER BY rn", [number]
+                ).fetchall()
+            ]
+
+        return Batch(commands=int(count), payload=text.encode(), row_commands=row_commands)
+
+    try:
+        writer.send(prepare(0))
+        for number in range(batches):
+            following = prepare(number + 1) if number + 1 < batches else None
+            errors = writer.receive()
+            if following is not None:
+                # Redis works on the next batch while this one is recorded in the snapshot.
+                writer.send(following)
+            size = min(batch_size, total - number * batch_size)
+            first = number * batch_size
+            _advance(con, plan, snapshot, result, number, first, size, number in replaces, errors)
+    finally:
+        writer.close()
+
+
+def _advance(
+    con: duckdb.DuckDBPyConnection,
+    plan: _Plan,
+    snapshot: str,
+    result: SyncResult,
+    number: int,
+    first_rn: int,
+    size: int,
+    replaces: bool,
+    errors: list[tuple[int, str]],
+) -> None:
+    """Move acknowledged rows of batch ``number`` into the snapshot; record refused rows."""
+    failed = "false"
+    fatal = [message for _, message in errors if not message.startswith(ROW_ERRORS)]
+    con.execute("BEGIN")
+    if errors:
+        con.execute("CREATE OR REPLACE TEMP TABLE _sync_failed (rn BIGINT, reason VARCHAR)")
+        con.executemany(
+            "INSERT INTO _sync_failed VALUES (?, ?)",
+            [[first_rn + position, message] for position, message in errors],
+        )
+        failed = "rn IN (SELECT rn FROM _sync_failed)"
+        if not fatal:
+            con.execute(
+                "INSERT INTO sync.rejected_rows SELECT ?, ?, NULL, r.k, r.fp,"
+                " 'Redis refused the write: ' || f.reason, 'write', now()"
+                " FROM _sync_rows r JOIN _sync_failed f USING (rn)",
+                [plan.spec.name, result.run_id],
+            )
+    if replaces:
+        con.execute(
+            f"DELETE FROM {snapshot} WHERE key IN (SELECT k FROM _sync_rows"
+            f" WHERE batch_no = ? AND in_snapshot AND NOT ({failed}))",
+            [number],
+        )
+    con.execute(
+        f"INSERT INTO {snapshot} SELECT k, fp, nn, {plan.spec_hash} FROM _sync_rows"
+        f" WHERE batch_no = ? AND op <> 'removed' AND NOT ({failed})",
+        [number],
+    )
+    con.execute("COMMIT")
+    result.rows_written += size - len(errors)
+    if fatal:
+        raise SyncError(
+            f"sync {plan.spec.name}: Redis refused {len(fatal)} write(s), e.g. {fatal[0]!r};"
+            " acknowledged rows are in the snapshot: fix Redis and rerun"
+        )

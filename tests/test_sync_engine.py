@@ -1,0 +1,467 @@
+"""The sync engine against a real redis-server and real DuckDB files in tmp_path."""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import socket
+import subprocess
+import time
+from decimal import Decimal
+
+import duckdb
+import pytest
+import redis
+
+from personalization_pipeline.sync.engine import SyncError, SyncSpec, render_rows, sync_table
+from personalization_pipeline.sync.identify import (
+    IdentifyError,
+    identify_fields,
+    js_string,
+    user_key,
+)
+from personalization_pipeline.sync.redis_config import RedisDestination, RedisUnavailable, connect
+from personalization_pipeline.sync.writer import StandaloneWriter
+from tests.conftest import free_port, start_redis_server
+
+FIELDS = ["email", "membership_status", "income_bracket", "ltv", "vip"]
+SPEC = SyncSpec("user_profiles", "user_profiles", "user_id", FIELDS)
+
+
+@pytest.fixture
+def con(tmp_path):
+    connection = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    connection.execute(
+        "CREATE TABLE user_profiles (user_id VARCHAR, email VARCHAR, membership_status VARCHAR,"
+        " income_bracket VARCHAR, ltv DOUBLE, vip BOOLEAN)"
+    )
+    yield connection
+    connection.close()
+
+
+def load(con, rows: int, start: int = 0) -> None:
+    con.execute(
+        f"""INSERT INTO user_profiles SELECT 'u' || i, 'u' || i || '@example.com',
+            ['gold', 'silver'][1 + i % 2], CASE WHEN i % 3 = 0 THEN NULL ELSE '50-75k' END,
+            i / 4, i % 2 = 0 FROM range({start}, {start + rows}) t(i)"""
+    )
+
+
+def expected_hashes(con, spec: SyncSpec = SPEC, prefix: str = "") -> dict[str, dict[str, str]]:
+    """What RudderStack would hold for each valid row, from the identify module alone."""
+    columns = list(spec.fields)
+    rows = con.execute(
+        f"SELECT {spec.key_column}, {', '.join(columns)} FROM {spec.relation}"
+    ).fetchall()
+    counts: dict[str, int] = {}
+    encoded = {}
+    for user_id, *values in rows:
+        try:
+            key = user_key(user_id, prefix)
+            traits = {spec.fields[c]: v for c, v in zip(columns, values, strict=True)}
+            encoded[key] = identify_fields(traits)
+        except IdentifyError:
+            continue
+        counts[key] = counts.get(key, 0) + 1
+    return {key: fields for key, fields in encoded.items() if counts[key] == 1}
+
+
+def redis_hashes(client) -> dict[str, dict[str, str]]:
+    return {key: client.hgetall(key) for key in client.scan_iter(count=1000, _type="HASH")}
+
+
+def test_sql_rendering_equals_the_identify_module_on_random_data(tmp_path):
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    rnd = random.Random(4)
+    specials = [
+        0.0,
+        -0.0,
+        1e21,
+        1e-7,
+        1e-6,
+        1e-4,
+        9.999e-5,
+        1e16,
+        9999999999999998.0,
+        1e15,
+        0.1,
+        123.456,
+        1.5e300,
+        -2.5e-300,
+        5e-324,
+        math.nan,
+        math.inf,
+        -math.inf,
+    ]
+
+    def double():
+        if rnd.random() < 0.3:
+            return rnd.choice(specials)
+        return rnd.choice([-1, 1]) * rnd.random() * 10.0 ** rnd.randint(-12, 25)
+
+    big = [0, 1, -1, 2**53, 2**53 + 1, -(2**53) - 1, 2**63 - 1, -(2**63), 12345678901234567]
+    rows = []
+    for i in range(1500):
+        rows.append(
+            (
+                rnd.choice([f"u{i}", f" u{i} ", f"ü{i}\t", str(i)]),
+                rnd.choice([None, "", "x'y", '{"a":1}', "é\r\n€"]),
+                rnd.choice([None, True, False]),
+                rnd.choice([None, rnd.randint(-(2**31), 2**31 - 1)]),
+                rnd.choice([None, rnd.choice(big), rnd.randint(-(2**63), 2**63 - 1)]),
+                rnd.choice([None, double()]),
+                rnd.choice([None, Decimal(rnd.randint(-(10**9), 10**9)) / 100]),
+                rnd.choice([None, Decimal(rnd.randint(-(10**30), 10**30)) / 10**10]),
+                rnd.choice([None, [], [double() for _ in range(3)]]),
+                rnd.choice([None, ["a", None, 'q"'], [rnd.choice(big)]]),
+            )
+        )
+    con.execute(
+        "CREATE TABLE t (id VARCHAR, s VARCHAR, b BOOLEAN, i INTEGER, g BIGINT, d DOUBLE,"
+        " small DECIMAL(11,2), wide DECIMAL(38,10), dl DOUBLE[], vl VARCHAR[])"
+    )
+    for row in rows:
+        row = list(row)
+        if isinstance(row[9], list) and row[9] and isinstance(row[9][0], int):
+            row[9] = [str(v) for v in row[9]]
+        con.execute("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+    spec = SyncSpec("t", "t", "id", ["s", "b", "i", "g", "d", "small", "wide", "dl", "vl"])
+    rendered = render_rows(con, spec, prefix=" p ")
+    values = con.execute("SELECT * FROM t").fetchall()
+    assert len(rendered) == len(values)
+    for (key, fields), (user_id, *columns) in zip(rendered, values, strict=True):
+        assert key == user_key(user_id, " p ")
+        traits = dict(zip(spec.fields, columns, strict=True))
+        try:
+            expected = identify_fields(traits)
+        except IdentifyError:
+            expected = {}
+        assert fields == expected, (user_id, traits)
+    assert js_string(-0.0) == "-0"
+    con.close()
+
+
+def test_first_sync_writes_every_row_as_rudderstack_would(con, redis_client):
+    load(con, 2500)
+    result = sync_table(con, redis_client, SPEC, batch_size=1000)
+    assert (result.added, result.changed, result.unchanged, result.rejected) == (2500, 0, 0, 0)
+    assert result.rows_written == 2500 and result.mode == "upsert"
+    assert redis_hashes(redis_client) == expected_hashes(con)
+    assert redis_client.hgetall("user:u1") == {
+        "email": "u1@example.com",
+        "membership_status": "silver",
+        "income_bracket": "50-75k",
+        "ltv": "0.25",
+        "vip": "false",
+    }
+    again = sync_table(con, redis_client, SPEC)
+    assert (again.unchanged, again.rows_written) == (2500, 0)
+    meta = again.metadata()
+    assert set(meta) >= {"added", "changed", "removed", "unchanged", "rejected", "rows_written"}
+    assert {"seconds", "rows_per_second", "mode"} <= set(meta)
+
+
+def test_only_changed_rows_are_written_and_nulls_are_removed(con, redis_client):
+    load(con, 100)
+    sync_table(con, redis_client, SPEC)
+    redis_client.hset("user:u1", "recent_five_purchases.purchase_1", "sku-1")
+    con.execute(
+        "UPDATE user_profiles SET income_bracket = NULL, email = 'new' WHERE user_id = 'u1'"
+    )
+    result = sync_table(con, redis_client, SPEC)
+    assert (result.changed, result.unchanged, result.rows_written) == (1, 99, 1)
+    assert redis_client.hgetall("user:u1") == {
+        "email": "new",
+        "membership_status": "silver",
+        "ltv": "0.25",
+        "vip": "false",
+        "recent_five_purchases.purchase_1": "sku-1",
+    }
+
+
+def test_remove_nulls_off_keeps_old_fields_like_rudderstack(con, redis_client):
+    load(con, 10)
+    sync_table(con, redis_client, SPEC)
+    con.execute("UPDATE user_profiles SET income_bracket = NULL WHERE user_id = 'u1'")
+    sync_table(con, redis_client, SPEC, remove_nulls=False)
+    assert redis_client.hget("user:u1", "income_bracket") == "50-75k"
+
+
+class FailingWriter(StandaloneWriter):
+    """The real writer, losing its connection after ``batches`` acknowledged batches."""
+
+    def __init__(self, client, batches: int) -> None:
+        super().__init__(client)
+        self.left = batches
+
+    def receive(self):
+        if self.left == 0:
+            raise redis.ConnectionError("Connection reset by peer (injected)")
+        self.left -= 1
+        return super().receive()
+
+
+def test_a_run_that_dies_midway_resumes_with_exactly_the_unsent_rows(con, redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    load(con, 5000)
+    with pytest.raises(RedisUnavailable, match="rerun to send the rest"):
+        sync_table(con, FailingWriter(client, 3), SPEC, batch_size=1000)
+    snapshot = con.execute("SELECT count(*) FROM sync.snapshot_user_profiles").fetchone()[0]
+    assert snapshot == 3000
+    status = con.execute("SELECT status, rows_written FROM sync.runs").fetchall()
+    assert status == [("failed", 3000)]
+    result = sync_table(con, client, SPEC, batch_size=1000)
+    assert (result.added, result.unchanged, result.rows_written) == (2000, 3000, 2000)
+    assert redis_hashes(client) == expected_hashes(con)
+    client.close()
+
+
+def test_redis_going_away_midway_then_coming_back(con, tmp_path):
+    port = free_port()
+    server = start_redis_server(tmp_path / "r", port)
+    client = redis.Redis(port=port, decode_responses=True)
+    load(con, 3000)
+
+    class StopsRedis(StandaloneWriter):
+        sent = 0
+
+        def send(self, batch):
+            self.sent += 1
+            if self.sent == 3:
+                server.kill()
+                server.wait(10)
+            super().send(batch)
+
+    with pytest.raises(RedisUnavailable):
+        sync_table(con, StopsRedis(client), SPEC, batch_size=500)
+    acked = con.execute("SELECT count(*) FROM sync.snapshot_user_profiles").fetchone()[0]
+    assert 0 < acked < 3000
+    # Redis restarts empty (no persistence): a full run reconciles, as after a data loss.
+    server = start_redis_server(tmp_path / "r", port)
+    try:
+        sync_table(con, connect(f"redis://127.0.0.1:{port}/0"), SPEC, mode="full")
+        assert redis_hashes(client) == expected_hashes(con)
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(10)
+
+
+def test_connection_refused_names_the_fix():
+    port = free_port()
+    with pytest.raises(RedisUnavailable) as error:
+        connect(f"redis://127.0.0.1:{port}/0")
+    assert str(error.value) == (
+        f"Redis at redis://127.0.0.1:{port}/0 refused the connection:"
+        " start redis-server or set REDIS_URL"
+    )
+
+
+def test_mirror_guard_fails_before_writing_anything(con, redis_client):
+    load(con, 100)
+    sync_table(con, redis_client, SPEC)
+    redis_client.hset("user:u1", "recent_five_purchases.purchase_1", "sku-1")
+    con.execute("DELETE FROM user_profiles WHERE user_id IN ('u1', 'u2')")
+    con.execute("DELETE FROM user_profiles WHERE user_id LIKE 'u1_'")
+    con.execute("UPDATE user_profiles SET email = 'changed' WHERE user_id = 'u50'")
+    before = redis_hashes(redis_client)
+    with pytest.raises(SyncError, match=r"12 of 100 .* > max_delete_fraction 10%.*force=True"):
+        sync_table(con, redis_client, SPEC, mode="mirror", max_delete_fraction=0.1)
+    assert redis_hashes(redis_client) == before
+    assert con.execute("SELECT count(*) FROM sync.snapshot_user_profiles").fetchone()[0] == 100
+
+    dry = sync_table(con, redis_client, SPEC, mode="mirror", max_delete_fraction=0.1, dry_run=True)
+    assert dry.removed == 12 and dry.warnings
+    result = sync_table(con, redis_client, SPEC, mode="mirror", max_delete_fraction=0.1, force=True)
+    assert (result.removed, result.changed) == (12, 1)
+    # Mirror removes the fields this sync owns, never a key others write to.
+    assert redis_client.hgetall("user:u1") == {"recent_five_purchases.purchase_1": "sku-1"}
+    assert not redis_client.exists("user:u2")
+    assert redis_hashes(redis_client) == {
+        **expected_hashes(con),
+        "user:u1": {"recent_five_purchases.purchase_1": "sku-1"},
+    }
+    assert con.execute("SELECT count(*) FROM sync.snapshot_user_profiles").fetchone()[0] == 88
+
+
+def test_upsert_never_deletes(con, redis_client):
+    load(con, 10)
+    sync_table(con, redis_client, SPEC)
+    con.execute("DELETE FROM user_profiles")
+    result = sync_table(con, redis_client, SPEC)
+    assert result.removed == 0 and len(redis_hashes(redis_client)) == 10
+
+
+def test_rejected_rows_are_recorded_and_retried_once_they_change(con, redis_client):
+    load(con, 10)
+    con.execute(
+        "INSERT INTO user_profiles VALUES ('  ', 'blank@x', 'gold', NULL, 1, true),"
+        " ('u3', 'dup@x', 'gold', NULL, 1, true), ('empty', NULL, NULL, NULL, NULL, NULL)"
+    )
+    redis_client.set("user:u7", "a string, not a hash")
+    result = sync_table(con, redis_client, SPEC)
+    rejected = con.execute(
+        "SELECT key_value, redis_key, reason, kind, run_id FROM sync.rejected_rows"
+        " ORDER BY reason, key_value"
+    ).fetchall()
+    assert [(r[0], r[2], r[3]) for r in rejected] == [
+        ("  ", "Blank userId passed in identify event", "invalid"),
+        ("u3", "Duplicate key: 2 rows share it", "invalid"),
+        ("u3", "Duplicate key: 2 rows share it", "invalid"),
+        (
+            None,
+            "Redis refused the write: WRONGTYPE Operation against a key holding the wrong"
+            " kind of value",
+            "write",
+        ),
+        ("empty", "context or context.traits or traits is empty", "invalid"),
+    ]
+    assert {r[4] for r in rejected} == {result.run_id}
+    assert result.rejected == 5
+    assert result.rows_written == 8  # u0-u9 minus the duplicate u3 and the refused u7
+    assert redis_hashes(redis_client).keys() == {f"user:u{i}" for i in range(10)} - {
+        "user:u3",
+        "user:u7",
+    }
+
+    # Unchanged, the refused row is not sent again; changed, it is.
+    again = sync_table(con, redis_client, SPEC)
+    assert (again.rows_written, again.rejected) == (0, 5)
+    redis_client.delete("user:u7")
+    con.execute("UPDATE user_profiles SET email = 'fixed' WHERE user_id = 'u7'")
+    con.execute("DELETE FROM user_profiles WHERE email = 'dup@x' OR user_id IN ('  ', 'empty')")
+    fixed = sync_table(con, redis_client, SPEC)
+    assert (fixed.added, fixed.rejected) == (2, 0)
+    assert redis_hashes(redis_client) == expected_hashes(con)
+    assert con.execute("SELECT count(*) FROM sync.rejected_rows").fetchone()[0] == 0
+
+
+def test_dry_run_writes_nothing(con, redis_client, tmp_path):
+    load(con, 20)
+    con.execute("INSERT INTO user_profiles VALUES (NULL, 'x', NULL, NULL, NULL, NULL)")
+    result = sync_table(con, redis_client, SPEC, dry_run=True, sample_size=2)
+    assert (result.added, result.rejected, result.rows_written) == (20, 1, 0)
+    assert redis_client.dbsize() == 0
+    assert (
+        con.execute(
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'sync'"
+        ).fetchone()[0]
+        == 0
+    )
+    assert result.samples["added"] == [
+        {"key": "user:u0", "fields": expected_hashes(con)["user:u0"], "removed_fields": []},
+        {"key": "user:u1", "fields": expected_hashes(con)["user:u1"], "removed_fields": []},
+    ]
+    assert result.samples["rejected"] == [
+        {"key_value": None, "reason": "Blank userId passed in identify event"}
+    ]
+    sync_table(con, redis_client, SPEC)
+    con.execute("UPDATE user_profiles SET income_bracket = NULL WHERE user_id = 'u1'")
+    before = redis_hashes(redis_client)
+    plan = sync_table(con, redis_client, SPEC, dry_run=True, mode="mirror")
+    assert plan.samples["changed"][0]["removed_fields"] == ["income_bracket"]
+    assert redis_hashes(redis_client) == before
+
+
+def test_full_mode_rewrites_everything_and_reconciles_nulls(con, redis_client):
+    load(con, 30)
+    sync_table(con, redis_client, SPEC)
+    redis_client.hset("user:u0", mapping={"email": "tampered", "income_bracket": "stale"})
+    result = sync_table(con, redis_client, SPEC, mode="full")
+    assert (result.rows_written, result.unchanged) == (30, 30)
+    assert redis_hashes(redis_client) == expected_hashes(con)
+
+
+def test_prefix_template_and_database_number(con, redis_server):
+    load(con, 5)
+    destination = RedisDestination.from_url(redis_server.rsplit("/", 1)[0] + "/3", prefix=" app ")
+    client = connect(destination)
+    client.flushdb()
+    spec = SyncSpec("people", "user_profiles", "user_id", {"email": "mail"})
+    sync_table(con, client, spec, prefix=destination.prefix)
+    db3 = redis.Redis.from_url(redis_server.rsplit("/", 1)[0] + "/3", decode_responses=True)
+    assert db3.hgetall("app:user:u2") == {"mail": "u2@example.com"}
+    # A new mapping rewrites every row under it.
+    changed = SyncSpec("people", "user_profiles", "user_id", {"email": "mail", "vip": "vip"})
+    assert sync_table(con, client, changed, prefix=destination.prefix).changed == 5
+    assert db3.hgetall("app:user:u2") == {"mail": "u2@example.com", "vip": "true"}
+    db3.flushdb()
+    db3.close()
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) exists and is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory):
+    if shutil.which("redis-cli") is None:
+        pytest.fail("redis-cli is not installed: apt-get install redis-tools")
+    ports = [cluster_port() for _ in range(3)]
+    root = tmp_path_factory.mktemp("cluster")
+    servers = [
+        start_redis_server(
+            root / str(port),
+            port,
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(root / f"nodes-{port}.conf"),
+        )
+        for port in ports
+    ]
+    try:
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{p}" for p in ports],
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 20
+        while redis.Redis(port=ports[0]).cluster("info")["cluster_state"] != "ok":
+            assert time.monotonic() < deadline, "cluster did not become ok"
+            time.sleep(0.1)
+        yield ports
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(10)
+
+
+def test_redis_cluster(con, redis_cluster):
+    load(con, 3000)
+    address = ", ".join(f"127.0.0.1:{port}" for port in redis_cluster)
+    client = connect(RedisDestination(address=address, cluster_mode=True))
+    result = sync_table(con, client, SPEC, batch_size=700)
+    assert result.rows_written == 3000
+    con.execute("UPDATE user_profiles SET income_bracket = NULL WHERE user_id LIKE 'u1%'")
+    con.execute("DELETE FROM user_profiles WHERE user_id LIKE 'u2_'")
+    result = sync_table(con, client, SPEC, mode="mirror")
+    assert result.removed == 10
+    decoded = connect(RedisDestination(address=address, cluster_mode=True))
+    keys = {}
+    for port in redis_cluster:
+        node = redis.Redis(port=port, decode_responses=True)
+        keys.update({k: node.hgetall(k) for k in node.scan_iter(count=1000)})
+        assert node.dbsize() > 500  # the keys really are spread over the three nodes
+        node.close()
+    assert keys == expected_hashes(con)
+    decoded.close()
+    client.close()
