@@ -17,6 +17,7 @@ from personalization_pipeline.sensors import (
     sensor_interval_seconds,
 )
 from tests.conftest import SAMPLE_DIR, free_port
+from tests.test_salesforce_asset import LocalSalesforceSource
 
 
 def tick(sensor: dg.SensorDefinition, cursor: str | None, **resources):
@@ -84,7 +85,9 @@ def test_contacts_sensor_runs_on_change_and_skips_when_unchanged(contacts_csv: P
 
 def test_contacts_sensor_reports_a_source_error_and_keeps_its_cursor(tmp_path: Path):
     unreachable = SalesforceApiSource(
-        instance_url=f"https://127.0.0.1:{free_port()}", session_id="00D!expired"
+        instance_url=f"https://127.0.0.1:{free_port()}",
+        session_id="00D!expired",
+        retry_base_seconds=0.001,
     )
     context = dg.build_sensor_context(
         instance=dg.DagsterInstance.ephemeral(),
@@ -131,3 +134,35 @@ def test_income_sensor_reports_a_missing_file_and_keeps_its_cursor(tmp_path: Pat
     with pytest.raises(Exception, match=r"absent\.csv does not exist: set INCOME_ENRICHMENT_PATH"):
         income_enrichment_sensor.evaluate_tick(context)
     assert context.cursor == "{}"
+
+
+def test_contacts_sensor_asks_the_salesforce_api(salesforce_server):
+    org = salesforce_server.org
+    creds = org.credentials
+    source = LocalSalesforceSource(
+        port=salesforce_server.port,
+        username=creds.username,
+        password=creds.password,
+        security_token=creds.security_token,
+        retry_base_seconds=0.001,
+    )
+    first_id, second_id = org.insert_many(2)
+    first = tick(salesforce_contacts_sensor, None, salesforce=source)
+    assert len(first.run_requests) == 1 and first.cursor.startswith("2 contacts")
+
+    assert tick(salesforce_contacts_sensor, first.cursor, salesforce=source).run_requests == []
+
+    cursor = first.cursor
+    for change in (
+        lambda: org.update(first_id, Email="changed@example.com"),
+        lambda: org.delete(second_id),  # soft delete: IsDeleted = true, SystemModstamp moves
+        lambda: org.purge(second_id),  # hard delete: only the count shows it
+    ):
+        change()
+        result = tick(salesforce_contacts_sensor, cursor, salesforce=source)
+        assert len(result.run_requests) == 1, result.skip_message
+        assert result.cursor != cursor
+        cursor = result.cursor
+
+    org.inject("server_error", times=1)
+    assert tick(salesforce_contacts_sensor, cursor, salesforce=source).run_requests == []
