@@ -1,18 +1,20 @@
-"""Asset checks. The user_profiles checks are blocking: when one fails, the Redis sync in the
-same run is skipped, so a bad extract never reaches the keyspace the product reads."""
+"""Asset checks. The checks on income_enrichment and user_profiles are blocking: when one fails,
+the steps after it in the run are skipped, so a bad extract never reaches the keyspace the
+product reads."""
 
 import dagster as dg
 
 from assets.activation import PROFILE_TRAITS, redis_user_profiles
+from assets.sources import income_enrichment
 from assets.warehouse import user_profiles
 from personalization_pipeline.metadata import markdown_table
 from personalization_pipeline.resources.redis import RedisResource
 from personalization_pipeline.resources.rules import ProfileRulesResource
 from personalization_pipeline.resources.warehouse import WarehouseResource
 from personalization_pipeline.sync.identify import IdentifyError, identify_fields, user_key
+from personalization_pipeline.warehouse.guards import shrink_guard
 
 EXAMPLES = 5
-SHRINK_GUARD = "user_profiles_shrink_guard"
 
 
 def _violations(
@@ -97,49 +99,42 @@ def user_profiles_income_bracket_format(
     )
 
 
-def _last_good_row_count(instance: dg.DagsterInstance) -> int | None:
-    """Row count recorded by the most recent passing shrink-guard evaluation."""
-    from dagster._core.storage.asset_check_execution_record import (
-        AssetCheckExecutionRecordStatus,
-    )
+def shrink_guard_check(asset: dg.AssetsDefinition, table: str) -> dg.AssetChecksDefinition:
+    """A blocking check that `table` kept its rows; see warehouse/guards.py."""
 
-    key = dg.AssetCheckKey(user_profiles.key, SHRINK_GUARD)
-    history = instance.event_log_storage.get_asset_check_execution_history(
-        key, limit=1, status={AssetCheckExecutionRecordStatus.SUCCEEDED}
+    @dg.asset_check(
+        asset=asset,
+        name=f"{asset.key.path[-1]}_shrink_guard",
+        blocking=True,
+        pool="duckdb",
+        description=f"{table} is not empty and lost at most PROFILE_MAX_SHRINK of its rows "
+        "since the last build that passed.",
     )
-    if not history or history[0].evaluation is None:
-        return None
-    return history[0].evaluation.metadata["row_count"].value
+    def guard(warehouse: WarehouseResource, rules: ProfileRulesResource) -> dg.AssetCheckResult:
+        with warehouse.connect() as connection:
+            verdict = shrink_guard(connection, table, rules.max_shrink_fraction)
+        return dg.AssetCheckResult(
+            passed=verdict.passed,
+            description=None
+            if verdict.passed
+            else (
+                f"{verdict.explain(table, rules.max_shrink_fraction)}; Redis keeps the last good "
+                "data. If the rows really left, raise PROFILE_MAX_SHRINK for one run"
+            ),
+            metadata={
+                "row_count": verdict.rows,
+                "baseline_row_count": verdict.baseline if verdict.baseline is not None else "none",
+                "lost_fraction": round(verdict.lost_fraction, 4),
+                "max_shrink_fraction": rules.max_shrink_fraction,
+            },
+        )
+
+    return guard
 
 
-@dg.asset_check(asset=user_profiles, name=SHRINK_GUARD, blocking=True, pool="duckdb")
-def user_profiles_shrink_guard(
-    context: dg.AssetCheckExecutionContext,
-    warehouse: WarehouseResource,
-    rules: ProfileRulesResource,
-) -> dg.AssetCheckResult:
-    """user_profiles lost at most PROFILE_MAX_SHRINK of its rows since the last good build."""
-    with warehouse.connect() as connection:
-        (rows,) = connection.execute("SELECT count(*) FROM analytics.user_profiles").fetchone()
-    baseline = _last_good_row_count(context.instance)
-    lost = 0.0 if not baseline else max(0.0, (baseline - rows) / baseline)
-    passed = lost <= rules.max_shrink_fraction
-    return dg.AssetCheckResult(
-        passed=passed,
-        description=None
-        if passed
-        else (
-            f"user_profiles shrank from {baseline} to {rows} rows ({lost:.0%} lost, limit "
-            f"{rules.max_shrink_fraction:.0%}); if the source really lost these users, raise "
-            "PROFILE_MAX_SHRINK for one run"
-        ),
-        metadata={
-            "row_count": rows,
-            "baseline_row_count": baseline if baseline is not None else "none (first build)",
-            "lost_fraction": round(lost, 4),
-            "max_shrink_fraction": rules.max_shrink_fraction,
-        },
-    )
+user_profiles_shrink_guard = shrink_guard_check(user_profiles, "analytics.user_profiles")
+# A truncated or header-only enrichment drop would null every income_bracket in Redis.
+income_enrichment_shrink_guard = shrink_guard_check(income_enrichment, "raw.income_enrichment")
 
 
 @dg.asset_check(asset=redis_user_profiles, pool="duckdb")

@@ -16,9 +16,13 @@ REDIS_FRESHNESS = dg.FreshnessPolicy.time_window(
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([sources, warehouse, activation]),
     asset_checks=dg.load_asset_checks_from_modules([checks]),
-    jobs=[jobs.warehouse_actions_job, jobs.reconcile_job],
+    jobs=[jobs.warehouse_actions_job, jobs.redis_profiles_job],
     sensors=[sensors.salesforce_contacts_sensor, sensors.income_enrichment_sensor],
-    schedules=[schedules.reconcile_schedule, schedules.warehouse_actions_schedule],
+    schedules=[
+        schedules.redis_verify_schedule,
+        schedules.reconcile_schedule,
+        schedules.warehouse_actions_schedule,
+    ],
     resources=resources_from_env(),
     # Every step that opens the warehouse is serialized by the `duckdb` pool anyway, so a
     # process per step would only add start-up time (seconds each on a small machine).

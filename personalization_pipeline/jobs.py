@@ -12,10 +12,10 @@ warehouse_actions_job = dg.define_asset_job(
     description="The profile path: Salesforce + income enrichment -> user_profiles -> Redis.",
 )
 
-reconcile_job = dg.define_asset_job(
-    name="reconcile_job",
+redis_profiles_job = dg.define_asset_job(
+    name="redis_profiles_job",
     selection=[redis_user_profiles],
-    description="Resync Redis from user_profiles; FULL_SYNC_RUN_CONFIG repairs drift.",
+    description="Sync Redis from user_profiles without reading the sources (verify, reconcile).",
 )
 
 # Run config for a full rewrite. It goes on the run (schedule, launchpad), not on the job: job

@@ -1,7 +1,11 @@
-"""Schedules. Change-driven sensors are the default trigger; these cover the other needs.
+"""Schedules. The sensors start a run when a source changed; these keep Redis honest between.
 
-- reconcile_schedule (nightly, RUNNING): rewrites every profile hash in full mode, repairing any
-  drift in Redis (a flushed node, a hand edit, a key evicted under memory pressure).
+- redis_verify_schedule (every 30 minutes, RUNNING): an incremental sync of Redis from
+  user_profiles plus its read-back check. It writes nothing when Redis is in sync, repairs what
+  a failed run left behind, and is what keeps redis_user_profiles inside its freshness window
+  while the sources are quiet. It never reads Salesforce or the enrichment file.
+- reconcile_schedule (nightly, RUNNING): the same in full mode, rewriting every profile hash to
+  repair drift the snapshot cannot see (a flushed Redis, hand edits, evicted keys).
 - warehouse_actions_schedule (every 30 minutes, STOPPED): for teams that prefer RudderStack's
   fixed cadence to change detection. Turn it on *instead of* the two sensors, not beside them.
 """
@@ -10,11 +14,24 @@ import os
 
 import dagster as dg
 
-from personalization_pipeline.jobs import FULL_SYNC_RUN_CONFIG, reconcile_job, warehouse_actions_job
+from personalization_pipeline.jobs import (
+    FULL_SYNC_RUN_CONFIG,
+    redis_profiles_job,
+    warehouse_actions_job,
+)
+
+redis_verify_schedule = dg.ScheduleDefinition(
+    name="redis_verify_schedule",
+    job=redis_profiles_job,
+    cron_schedule=os.environ.get("REDIS_VERIFY_CRON") or "*/30 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Incremental sync + read-back of the profile hashes: Redis verified fresh.",
+)
 
 reconcile_schedule = dg.ScheduleDefinition(
     name="reconcile_schedule",
-    job=reconcile_job,
+    job=redis_profiles_job,
     run_config=FULL_SYNC_RUN_CONFIG,
     cron_schedule=os.environ.get("RECONCILE_CRON") or "0 3 * * *",
     execution_timezone="UTC",

@@ -1,9 +1,10 @@
-"""Sensors: start the profile path only when a source changed.
+"""Sensors: start the profile path only when a source changed, or when its last run failed.
 
 Each evaluation is cheap (a COUNT and a one-row query against Salesforce; a stat and, only when
 that moved, a hash of the enrichment file) and never opens the DuckDB warehouse, which belongs
 to runs. A source that cannot be asked fails the tick with the reason, and the cursor stays put,
-so the change is still seen on the next tick.
+so the change is still seen on the next tick. The cursor advances when a run is requested; if
+that run then fails, the next tick requests it again, so a change is never dropped.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -21,10 +24,12 @@ from assets.warehouse import user_profiles
 from personalization_pipeline.jobs import warehouse_actions_job
 from personalization_pipeline.resources.enrichment import EnrichmentFileResource
 from personalization_pipeline.resources.salesforce import ContactSource
+from personalization_pipeline.warehouse.income import missing_file_message
 
 DEFAULT_INTERVAL_SECONDS = 30 * 60
 MINIMUM_INTERVAL_SECONDS = 60
 TRIGGER_TAG = "personalization/trigger"
+RETRY_OF_TAG = "personalization/retry_of"
 
 
 def sensor_interval_seconds() -> int:
@@ -42,6 +47,28 @@ def short_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def rerun_if_last_failed(
+    context: dg.SensorEvaluationContext, selection: Sequence[dg.AssetKey]
+) -> dg.RunRequest | None:
+    """Request again the run this sensor started last, if it failed."""
+    runs = context.instance.get_runs(
+        filters=dg.RunsFilter(tags={TRIGGER_TAG: context.sensor_name}), limit=1
+    )
+    if not runs or runs[0].status != dg.DagsterRunStatus.FAILURE:
+        return None
+    failed = runs[0].run_id
+    context.log.info(f"The last run this sensor started ({failed}) failed; requesting it again")
+    return dg.RunRequest(
+        run_key=f"retry:{failed}",
+        asset_selection=list(selection),
+        tags={TRIGGER_TAG: context.sensor_name, RETRY_OF_TAG: failed},
+    )
+
+
+CONTACTS_PATH = [salesforce_contacts.key, user_profiles.key, redis_user_profiles.key]
+INCOME_PATH = [income_enrichment.key, user_profiles.key, redis_user_profiles.key]
+
+
 @dg.sensor(
     job=warehouse_actions_job,
     minimum_interval_seconds=sensor_interval_seconds(),
@@ -53,14 +80,16 @@ def salesforce_contacts_sensor(
     """Runs the profile path when any Salesforce Contact was added, edited or deleted."""
     marker = salesforce.change_marker()
     if marker == context.cursor:
-        return dg.SkipReason(f"No Contact changed in {salesforce.describe()}: {marker}")
+        return rerun_if_last_failed(context, CONTACTS_PATH) or dg.SkipReason(
+            f"No Contact changed in {salesforce.describe()}: {marker}"
+        )
     # The key names the transition, so a tick that is retried cannot start a second run.
     run_key = f"contacts:{short_digest(f'{context.cursor}->{marker}')}"
     context.update_cursor(marker)
     return dg.RunRequest(
         run_key=run_key,
-        asset_selection=[salesforce_contacts.key, user_profiles.key, redis_user_profiles.key],
-        tags={TRIGGER_TAG: "salesforce_contacts_sensor", "personalization/change": marker},
+        asset_selection=CONTACTS_PATH,
+        tags={TRIGGER_TAG: context.sensor_name, "personalization/change": marker},
     )
 
 
@@ -69,10 +98,7 @@ def file_fingerprint(path: Path, previous: dict | None) -> dict:
     try:
         stat = path.stat()
     except FileNotFoundError:
-        raise FileNotFoundError(
-            f"Income enrichment file {path} does not exist: set INCOME_ENRICHMENT_PATH to the "
-            "file the enrichment job drops"
-        ) from None
+        raise FileNotFoundError(missing_file_message(path)) from None
     fingerprint = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     if previous and all(previous.get(k) == v for k, v in fingerprint.items()):
         return previous
@@ -96,12 +122,20 @@ def income_enrichment_sensor(
     previous = json.loads(context.cursor) if context.cursor else None
     fingerprint = file_fingerprint(path, previous)
     if fingerprint == previous:
-        return dg.SkipReason(f"{path} unchanged (size {fingerprint['size']}, same mtime)")
+        return rerun_if_last_failed(context, INCOME_PATH) or dg.SkipReason(
+            f"{path} unchanged (size {fingerprint['size']}, same mtime)"
+        )
+    age = time.time() - fingerprint["mtime_ns"] / 1e9
+    if age < income_file.settle_seconds:
+        return dg.SkipReason(
+            f"{path} changed {age:.0f}s ago and may still be being written; waiting until it "
+            f"has been still for {income_file.settle_seconds:.0f}s (INCOME_SETTLE_SECONDS)"
+        )
     context.update_cursor(json.dumps(fingerprint, sort_keys=True))
     if previous and previous.get("sha256") == fingerprint["sha256"]:
         return dg.SkipReason(f"{path} was touched but its content is unchanged")
     return dg.RunRequest(
         run_key=f"income:{fingerprint['sha256'][:16]}:{fingerprint['mtime_ns']}",
-        asset_selection=[income_enrichment.key, user_profiles.key, redis_user_profiles.key],
-        tags={TRIGGER_TAG: "income_enrichment_sensor"},
+        asset_selection=INCOME_PATH,
+        tags={TRIGGER_TAG: context.sensor_name},
     )

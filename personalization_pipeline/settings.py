@@ -11,6 +11,7 @@ import dagster as dg
 
 from personalization_pipeline.resources.enrichment import (
     DEFAULT_INCOME_ENRICHMENT_PATH,
+    DEFAULT_SETTLE_SECONDS,
     EnrichmentFileResource,
 )
 from personalization_pipeline.resources.redis import DEFAULT_REDIS_URL, RedisResource
@@ -33,7 +34,8 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     return {
         "salesforce": contact_source_from_env(),
         "income_file": EnrichmentFileResource(
-            path=env("INCOME_ENRICHMENT_PATH", DEFAULT_INCOME_ENRICHMENT_PATH)
+            path=env("INCOME_ENRICHMENT_PATH", DEFAULT_INCOME_ENRICHMENT_PATH),
+            settle_seconds=float(env("INCOME_SETTLE_SECONDS", str(DEFAULT_SETTLE_SECONDS))),
         ),
         "warehouse": WarehouseResource(path=env("WAREHOUSE_PATH", DEFAULT_WAREHOUSE_PATH)),
         # The URL can carry a password, so it reaches the run only through EnvVar.

@@ -11,7 +11,7 @@ from personalization_pipeline.schedules import reconcile_schedule, warehouse_act
 def test_reconcile_schedule_runs_nightly():
     assert reconcile_schedule.cron_schedule == "0 3 * * *"
     assert reconcile_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    assert reconcile_schedule.job_name == "reconcile_job"
+    assert reconcile_schedule.job_name == "redis_profiles_job"
 
 
 def scheduled_run_config(schedule: dg.ScheduleDefinition) -> dict:
@@ -22,7 +22,7 @@ def scheduled_run_config(schedule: dg.ScheduleDefinition) -> dict:
     return request.run_config
 
 
-def test_reconcile_job_repairs_drift_in_full_mode(pipeline_resources, redis_client):
+def test_reconcile_repairs_drift_in_full_mode(pipeline_resources, redis_client):
     instance = dg.DagsterInstance.ephemeral()
     run = defs.resolve_job_def("warehouse_actions_job").execute_in_process(
         resources=pipeline_resources, instance=instance
@@ -32,7 +32,7 @@ def test_reconcile_job_repairs_drift_in_full_mode(pipeline_resources, redis_clie
     redis_client.delete("user:U000002")
     redis_client.hset("user:U000001", "membership_status", "hand-edited")
 
-    reconcile = defs.resolve_job_def("reconcile_job").execute_in_process(
+    reconcile = defs.resolve_job_def("redis_profiles_job").execute_in_process(
         resources=pipeline_resources,
         instance=instance,
         run_config=scheduled_run_config(reconcile_schedule),

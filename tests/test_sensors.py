@@ -8,9 +8,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from personalization_pipeline.definitions import defs
 from personalization_pipeline.resources.enrichment import EnrichmentFileResource
+from personalization_pipeline.resources.redis import RedisResource
 from personalization_pipeline.resources.salesforce import SalesforceApiSource, SampleContactSource
 from personalization_pipeline.sensors import (
+    RETRY_OF_TAG,
     TRIGGER_TAG,
     income_enrichment_sensor,
     salesforce_contacts_sensor,
@@ -22,7 +25,10 @@ from tests.test_salesforce_asset import LocalSalesforceSource
 
 def tick(sensor: dg.SensorDefinition, cursor: str | None, **resources):
     context = dg.build_sensor_context(
-        instance=dg.DagsterInstance.ephemeral(), cursor=cursor, resources=resources
+        instance=dg.DagsterInstance.ephemeral(),
+        cursor=cursor,
+        resources=resources,
+        sensor_name=sensor.name,
     )
     return sensor.evaluate_tick(context)
 
@@ -100,7 +106,7 @@ def test_contacts_sensor_reports_a_source_error_and_keeps_its_cursor(tmp_path: P
 
 
 def test_income_sensor_follows_content_not_timestamps(income_csv: Path):
-    income_file = EnrichmentFileResource(path=str(income_csv))
+    income_file = EnrichmentFileResource(path=str(income_csv), settle_seconds=0)
     first = tick(income_enrichment_sensor, None, income_file=income_file)
     (request,) = first.run_requests
     assert {key.to_user_string() for key in request.asset_selection} == {
@@ -114,10 +120,10 @@ def test_income_sensor_follows_content_not_timestamps(income_csv: Path):
     assert unchanged.run_requests == [] and "unchanged" in unchanged.skip_message
 
     stat = income_csv.stat()
-    os.utime(income_csv, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    os.utime(income_csv, ns=(stat.st_atime_ns, stat.st_mtime_ns - 10**10))
     touched = tick(income_enrichment_sensor, first.cursor, income_file=income_file)
     assert touched.run_requests == [] and "content is unchanged" in touched.skip_message
-    assert json.loads(touched.cursor)["mtime_ns"] == stat.st_mtime_ns + 10**9
+    assert json.loads(touched.cursor)["mtime_ns"] == stat.st_mtime_ns - 10**10
 
     income_csv.write_text(income_csv.read_text().replace("level_2", "level_3", 1))
     changed = tick(income_enrichment_sensor, touched.cursor, income_file=income_file)
@@ -166,3 +172,51 @@ def test_contacts_sensor_asks_the_salesforce_api(salesforce_server):
 
     org.inject("server_error", times=1)
     assert tick(salesforce_contacts_sensor, cursor, salesforce=source).run_requests == []
+
+
+def test_income_sensor_waits_for_a_file_still_being_written(income_csv: Path):
+    income_file = EnrichmentFileResource(path=str(income_csv), settle_seconds=3600)
+    result = tick(income_enrichment_sensor, None, income_file=income_file)
+    assert result.run_requests == [] and "may still be being written" in result.skip_message
+    assert result.cursor is None
+
+    stat = income_csv.stat()
+    two_hours_ago = stat.st_mtime_ns - 2 * 3600 * 10**9
+    os.utime(income_csv, ns=(stat.st_atime_ns, two_hours_ago))
+    assert len(tick(income_enrichment_sensor, None, income_file=income_file).run_requests) == 1
+
+
+def test_a_failed_run_is_requested_again_until_it_succeeds(pipeline_resources, contacts_csv):
+    instance = dg.DagsterInstance.ephemeral()
+    source = SampleContactSource(path=str(contacts_csv))
+    marker = source.change_marker()
+
+    def sensor_tick():
+        context = dg.build_sensor_context(
+            instance=instance,
+            cursor=marker,
+            resources={"salesforce": source},
+            sensor_name="salesforce_contacts_sensor",
+        )
+        return salesforce_contacts_sensor.evaluate_tick(context)
+
+    assert sensor_tick().run_requests == []
+    broken = {
+        **pipeline_resources,
+        "redis": RedisResource(url=f"redis://127.0.0.1:{free_port()}/0"),
+    }
+    job = defs.resolve_job_def("warehouse_actions_job")
+    tags = {TRIGGER_TAG: "salesforce_contacts_sensor"}
+    failed = job.execute_in_process(
+        resources=broken, instance=instance, tags=tags, raise_on_error=False
+    )
+    assert not failed.success
+
+    (retry,) = sensor_tick().run_requests
+    assert retry.run_key == f"retry:{failed.run_id}"
+    assert retry.tags[RETRY_OF_TAG] == failed.run_id
+
+    assert job.execute_in_process(
+        resources=pipeline_resources, instance=instance, tags=tags
+    ).success
+    assert sensor_tick().run_requests == []

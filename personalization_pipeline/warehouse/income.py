@@ -19,6 +19,13 @@ class IncomeLoad:
     without_email: int
 
 
+def missing_file_message(path: Path) -> str:
+    return (
+        f"Income enrichment file {path} does not exist: set INCOME_ENRICHMENT_PATH to the file "
+        "the enrichment job drops"
+    )
+
+
 def _reader(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
@@ -32,10 +39,7 @@ def replace_income(connection: duckdb.DuckDBPyConnection, path: str | Path) -> I
     """Replace raw.income_enrichment with the file's rows; the drop is always a full file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"Income enrichment file {path} does not exist: set INCOME_ENRICHMENT_PATH to the "
-            "file the enrichment job drops"
-        )
+        raise FileNotFoundError(missing_file_message(path))
     ensure_schema(connection)
     source = _reader(path)
     found = [
