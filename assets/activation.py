@@ -1,5 +1,6 @@
 """Activation: project warehouse models into the Redis keyspace the product reads."""
 
+from contextlib import closing, nullcontext
 from typing import Literal
 
 import dagster as dg
@@ -9,7 +10,7 @@ from personalization_pipeline.metadata import PREVIEW_ROWS, markdown_table
 from personalization_pipeline.resources.redis import RedisResource
 from personalization_pipeline.resources.warehouse import WarehouseResource
 from personalization_pipeline.sync.engine import SyncSpec, sync_table
-from personalization_pipeline.sync.identify import user_key
+from personalization_pipeline.sync.identify import IdentifyError, user_key
 
 PROFILE_TRAITS = ["email", "membership_status", "income_bracket"]
 PROFILE_SYNC = SyncSpec(
@@ -41,8 +42,8 @@ def redis_user_profiles(
     redis: RedisResource,
 ) -> dg.MaterializeResult:
     """Profiles in Redis as user:<userId> hashes, as RudderStack's Redis destination writes them."""
-    client = None if config.dry_run else redis.get_client()
-    with warehouse.connect() as connection:
+    connected = nullcontext() if config.dry_run else closing(redis.get_client())
+    with connected as client, warehouse.connect() as connection:
         result = sync_table(
             connection,
             client,
@@ -54,9 +55,7 @@ def redis_user_profiles(
             remove_nulls=config.remove_nulls,
             max_delete_fraction=config.max_delete_fraction,
         )
-        first_users = connection.execute(
-            f"SELECT user_id FROM analytics.user_profiles ORDER BY user_id LIMIT {PREVIEW_ROWS}"
-        ).fetchall()
+        preview = None if config.dry_run else _read_back_preview(connection, client, redis.prefix)
     context.log.info(
         f"{'Planned' if result.dry_run else 'Synced'} {result.mode}: {result.added} added,"
         f" {result.changed} changed, {result.removed} removed, {result.unchanged} unchanged,"
@@ -71,16 +70,23 @@ def redis_user_profiles(
     if result.dry_run:
         metadata["plan_samples"] = dg.MetadataValue.json(result.samples)
     else:
-        # Read back what Redis now holds, so the preview shows the stored bytes, not our intent.
-        keys = []
-        for (user_id,) in first_users:
-            try:
-                keys.append(user_key(user_id, redis.prefix))
-            except ValueError:
-                continue
-        preview = [(key, _decoded(client.hgetall(key))) for key in keys]
-        metadata["preview"] = dg.MetadataValue.md(markdown_table(["key", "fields"], preview))
+        metadata["preview"] = preview
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _read_back_preview(connection, client, prefix: str) -> dg.MetadataValue:
+    """The first profiles as Redis now holds them: the stored bytes, not our intent."""
+    users = connection.execute(
+        f"SELECT user_id FROM analytics.user_profiles ORDER BY user_id LIMIT {PREVIEW_ROWS}"
+    ).fetchall()
+    keys = []
+    for (user_id,) in users:
+        try:
+            keys.append(user_key(user_id, prefix))
+        except IdentifyError:
+            continue
+    rows = [(key, _decoded(client.hgetall(key))) for key in keys]
+    return dg.MetadataValue.md(markdown_table(["key", "fields"], rows))
 
 
 def _decoded(fields: dict[bytes, bytes]) -> dict[str, str]:

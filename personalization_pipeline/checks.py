@@ -2,6 +2,8 @@
 the steps after it in the run are skipped, so a bad extract never reaches the keyspace the
 product reads."""
 
+from contextlib import closing
+
 import dagster as dg
 
 from assets.activation import PROFILE_TRAITS, redis_user_profiles
@@ -148,7 +150,6 @@ def redis_user_profiles_readback(
             f"SELECT {', '.join(columns)} FROM analytics.user_profiles "
             f"USING SAMPLE reservoir({int(rules.readback_sample_size)} ROWS)"
         ).fetchall()
-    client = redis.get_client()
     keys, expected = [], []
     for row in sample:
         try:
@@ -157,11 +158,13 @@ def redis_user_profiles_readback(
         except IdentifyError:
             continue  # rejected rows are never written, so there is nothing to read back
         expected.append(fields)
-    pipeline = client.pipeline(transaction=False)
-    for key in keys:
-        pipeline.hmget(key, PROFILE_TRAITS)
+    with closing(redis.get_client()) as client:
+        pipeline = client.pipeline(transaction=False)
+        for key in keys:
+            pipeline.hmget(key, PROFILE_TRAITS)
+        stored_values = pipeline.execute()
     mismatches = []
-    for key, want, got in zip(keys, expected, pipeline.execute(), strict=True):
+    for key, want, got in zip(keys, expected, stored_values, strict=True):
         stored = {f: v.decode() for f, v in zip(PROFILE_TRAITS, got, strict=True) if v is not None}
         if stored != want:
             mismatches.append((key, want, stored))

@@ -19,6 +19,14 @@ from personalization_pipeline.cli import redis_server_command
 # machine's own Redis or the demo warehouse: tests pass their resources explicitly.
 os.environ["REDIS_URL"] = "redis://127.0.0.1:1/0"
 os.environ["WAREHOUSE_PATH"] = "/nonexistent/tests-must-use-tmp_path.duckdb"
+# Settings read at import time: tests assert the documented defaults, whatever the shell exports.
+for setting in (
+    "SENSOR_INTERVAL_SECONDS",
+    "RECONCILE_CRON",
+    "REDIS_VERIFY_CRON",
+    "REDIS_KEY_PREFIX",
+):
+    os.environ.pop(setting, None)
 
 pytest_plugins = ["tests.salesforce_fixtures"]
 

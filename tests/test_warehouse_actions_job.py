@@ -7,6 +7,7 @@ import pytest
 
 from personalization_pipeline.definitions import defs
 from personalization_pipeline.resources.redis import RedisResource
+from personalization_pipeline.resources.salesforce import SampleContactSource
 from tests.conftest import SAMPLE_DIR, free_port
 
 
@@ -80,3 +81,23 @@ def test_unreachable_redis_fails_naming_the_url_and_the_fix(pipeline_resources):
         match=rf"Redis at {url} refused the connection.*start redis-server or set REDIS_URL",
     ):
         defs.resolve_job_def("warehouse_actions_job").execute_in_process(resources=resources)
+
+
+def test_a_user_on_two_contacts_gets_the_latest_one_and_is_counted(
+    pipeline_resources, redis_client, tmp_path
+):
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text(
+        (SAMPLE_DIR / "salesforce_contacts.csv").read_text().replace(",U000003,", ",U000001,")
+    )
+    resources = {**pipeline_resources, "salesforce": SampleContactSource(path=str(contacts))}
+    result = run_job(resources)
+    assert result.success
+    (profiles,) = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "user_profiles"
+    ]
+    assert profiles.materialization.metadata["user_ids_on_several_contacts"].value == 1
+    # Contact 3 (modified 2024-09-27) is newer than contact 1 (2024-07-13).
+    assert redis_client.hget("user:U000001", "email") == "luis.ito.3@example.com"
