@@ -44,6 +44,18 @@ def test_profile_path_assets_groups_and_lineage():
         assert graph.get(dg.AssetKey(key)).description, f"{key} needs a one-line docstring"
 
 
+def test_everything_that_opens_the_warehouse_is_in_the_duckdb_pool():
+    definitions = [*defs.assets, *defs.asset_checks]
+    users = [d for d in definitions if "warehouse" in d.required_resource_keys]
+    assert len(users) == len(definitions) == 10
+    assert {d.node_def.name: d.op.pool for d in users} == {d.node_def.name: "duckdb" for d in users}
+
+
+def test_sensors_never_need_the_warehouse():
+    for sensor in defs.sensors:
+        assert "warehouse" not in sensor.required_resource_keys, sensor.name
+
+
 def test_warehouse_actions_job_selects_the_profile_path():
     job = defs.resolve_job_def("warehouse_actions_job")
     assert {key.to_user_string() for key in job.asset_layer.selected_asset_keys} == PROFILE_ASSETS
