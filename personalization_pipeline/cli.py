@@ -80,13 +80,19 @@ def demo() -> None:
     ensure_redis(url)
     dagster_home()
     from personalization_pipeline.definitions import defs
+    from personalization_pipeline.jobs import FULL_SYNC_RUN_CONFIG
 
     job = defs.resolve_job_def("warehouse_actions_job")
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
             instance=instance,
             raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            # Full mode: the demo's Redis may have been restarted (it keeps nothing on disk)
+            # since the warehouse's sync snapshot was taken; an incremental sync would not know.
+            run_config={
+                **FULL_SYNC_RUN_CONFIG,
+                "loggers": {"console": {"config": {"log_level": "INFO"}}},
+            },
         )
     if not result.success:
         sys.exit("warehouse_actions_job failed; the error is above (and in `make dev`, Runs).")
