@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -106,7 +106,6 @@ class ExtractResult:
     cursor_after: datetime | None = None
     max_fetched: datetime | None = None
     stopped_early: str | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def soql_datetime(value: datetime) -> str:
