@@ -337,6 +337,37 @@ def test_rejected_rows_are_recorded_and_retried_once_they_change(con, redis_clie
     assert con.execute("SELECT count(*) FROM sync.rejected_rows").fetchone()[0] == 0
 
 
+@pytest.mark.parametrize(
+    "table, columns",
+    [
+        (
+            "sync.rejected_rows",
+            "sync_name VARCHAR CHECK (sync_name <> 'user_profiles'), run_id VARCHAR,"
+            " key_value VARCHAR, redis_key VARCHAR, fingerprint UBIGINT, reason VARCHAR,"
+            " kind VARCHAR, rejected_at TIMESTAMPTZ",
+        ),
+        (
+            "sync.snapshot_user_profiles",
+            "key VARCHAR, fingerprint UBIGINT, fields_mask UBIGINT, spec UBIGINT CHECK (spec = 0)",
+        ),
+    ],
+    ids=["rejected_rows", "snapshot"],
+)
+def test_a_failed_state_transaction_raises_its_own_error_and_rolls_back(
+    con, redis_client, table, columns
+):
+    """A CHECK constraint makes the state INSERT fail inside a transaction: recording invalid
+    rows (rejected_rows) or moving an acknowledged batch into the snapshot."""
+    load(con, 10)
+    con.execute("INSERT INTO user_profiles VALUES ('  ', 'blank@x', 'gold', NULL, 1, true)")
+    con.execute("CREATE SCHEMA sync")
+    con.execute(f"CREATE TABLE {table} ({columns})")
+    with pytest.raises(duckdb.ConstraintException, match="CHECK constraint failed"):
+        sync_table(con, redis_client, SPEC)
+    # Rolled back, so the connection still works, e.g. to log the run.
+    assert con.execute("SELECT count(*) FROM sync.runs").fetchone() == (0,)
+
+
 def test_dry_run_writes_nothing(con, redis_client, tmp_path):
     load(con, 20)
     con.execute("INSERT INTO user_profiles VALUES (NULL, 'x', NULL, NULL, NULL, NULL)")

@@ -21,6 +21,7 @@ import pandas as pd
 from personalization_pipeline.salesforce.client import ApiLimitReached, SalesforceClient
 from personalization_pipeline.salesforce.mapping import check_field_mapping
 from personalization_pipeline.warehouse.schema import ensure_schema
+from personalization_pipeline.warehouse.transaction import transaction
 
 CURSOR_NAME = "salesforce_contact"
 COLUMNS = (
@@ -246,8 +247,7 @@ def _land_page(
     )
     result.pages += 1
     result.rows_fetched += len(page)
-    connection.begin()
-    try:
+    with transaction(connection):
         connection.register("contact_page", page)
         connection.execute(STAGE_PAGE)
         connection.unregister("contact_page")
@@ -272,10 +272,6 @@ def _land_page(
         if is_last and result.full_refresh:
             _mark_missing_deleted(connection, result)
         connection.execute("DROP TABLE incoming")
-        connection.commit()
-    except BaseException:
-        connection.rollback()
-        raise
     result.inserted += inserted
     result.updated += updated
     result.marked_deleted += deleted

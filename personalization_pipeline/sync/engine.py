@@ -78,6 +78,7 @@ from personalization_pipeline.sync.identify import (
 )
 from personalization_pipeline.sync.redis_config import RedisUnavailable
 from personalization_pipeline.sync.writer import Batch, Writer, make_writer
+from personalization_pipeline.warehouse.transaction import transaction
 
 __all__ = [
     "MODES",
@@ -657,20 +658,21 @@ def _samples(con: duckdb.DuckDBPyConnection, plan: _Plan, size: int) -> dict[str
 
 def _record_invalid(con: duckdb.DuckDBPyConnection, name: str, run_id: str) -> None:
     """Replace this sync's invalid rows; drop refused rows that changed since (retry them)."""
-    con.execute("BEGIN")
-    con.execute("DELETE FROM sync.rejected_rows WHERE sync_name = ? AND kind = 'invalid'", [name])
-    if _scalar(con, "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ?", [name]):
+    with transaction(con):
         con.execute(
-            "DELETE FROM sync.rejected_rows r WHERE sync_name = ? AND NOT EXISTS"
-            " (SELECT 1 FROM _sync_cur c WHERE c.k = r.redis_key AND c.fp = r.fingerprint)",
-            [name],
+            "DELETE FROM sync.rejected_rows WHERE sync_name = ? AND kind = 'invalid'", [name]
         )
-    con.execute(
-        "INSERT INTO sync.rejected_rows SELECT ?, ?, key_value, k, fp, reason, 'invalid', now()"
-        " FROM _sync_invalid",
-        [name, run_id],
-    )
-    con.execute("COMMIT")
+        if _scalar(con, "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ?", [name]):
+            con.execute(
+                "DELETE FROM sync.rejected_rows r WHERE sync_name = ? AND NOT EXISTS"
+                " (SELECT 1 FROM _sync_cur c WHERE c.k = r.redis_key AND c.fp = r.fingerprint)",
+                [name],
+            )
+        con.execute(
+            "INSERT INTO sync.rejected_rows SELECT ?, ?, key_value, k, fp, reason, 'invalid', now()"
+            " FROM _sync_invalid",
+            [name, run_id],
+        )
 
 
 def _write(
@@ -766,33 +768,32 @@ def _advance(
     """Move acknowledged rows of batch ``number`` into the snapshot; record refused rows."""
     failed = "false"
     fatal = [message for _, message in errors if not message.startswith(ROW_ERRORS)]
-    con.execute("BEGIN")
-    if errors:
-        con.execute("CREATE OR REPLACE TEMP TABLE _sync_failed (rn BIGINT, reason VARCHAR)")
-        con.executemany(
-            "INSERT INTO _sync_failed VALUES (?, ?)",
-            [[first_rn + position, message] for position, message in errors],
-        )
-        failed = "rn IN (SELECT rn FROM _sync_failed)"
-        if not fatal:
-            con.execute(
-                "INSERT INTO sync.rejected_rows SELECT ?, ?, NULL, r.k, r.fp,"
-                " 'Redis refused the write: ' || f.reason, 'write', now()"
-                " FROM _sync_rows r JOIN _sync_failed f USING (rn)",
-                [plan.spec.name, result.run_id],
+    with transaction(con):
+        if errors:
+            con.execute("CREATE OR REPLACE TEMP TABLE _sync_failed (rn BIGINT, reason VARCHAR)")
+            con.executemany(
+                "INSERT INTO _sync_failed VALUES (?, ?)",
+                [[first_rn + position, message] for position, message in errors],
             )
-    if replaces:
+            failed = "rn IN (SELECT rn FROM _sync_failed)"
+            if not fatal:
+                con.execute(
+                    "INSERT INTO sync.rejected_rows SELECT ?, ?, NULL, r.k, r.fp,"
+                    " 'Redis refused the write: ' || f.reason, 'write', now()"
+                    " FROM _sync_rows r JOIN _sync_failed f USING (rn)",
+                    [plan.spec.name, result.run_id],
+                )
+        if replaces:
+            con.execute(
+                f"DELETE FROM {snapshot} WHERE key IN (SELECT k FROM _sync_rows"
+                f" WHERE batch_no = ? AND in_snapshot AND NOT ({failed}))",
+                [number],
+            )
         con.execute(
-            f"DELETE FROM {snapshot} WHERE key IN (SELECT k FROM _sync_rows"
-            f" WHERE batch_no = ? AND in_snapshot AND NOT ({failed}))",
+            f"INSERT INTO {snapshot} SELECT k, fp, nn, {plan.spec_hash} FROM _sync_rows"
+            f" WHERE batch_no = ? AND op <> 'removed' AND NOT ({failed})",
             [number],
         )
-    con.execute(
-        f"INSERT INTO {snapshot} SELECT k, fp, nn, {plan.spec_hash} FROM _sync_rows"
-        f" WHERE batch_no = ? AND op <> 'removed' AND NOT ({failed})",
-        [number],
-    )
-    con.execute("COMMIT")
     result.rows_written += size - len(errors)
     if fatal:
         raise SyncError(
