@@ -77,3 +77,13 @@ def test_a_field_mapping_error_fails_without_retries(salesforce_server, tmp_path
     failure = result.failure_data_for_node("salesforce_contacts")
     assert "Emial" in failure.error.message and "Email" in failure.error.message
     assert salesforce_server.org.logins == ["soap"], "no run retry"
+
+
+def test_one_field_for_two_columns_fails_naming_both_without_retries(salesforce_server, tmp_path):
+    salesforce_server.org.insert_many(2)
+    result = materialize(salesforce_server, tmp_path, user_id_field="Email")
+    assert not result.success
+    message = result.failure_data_for_node("salesforce_contacts").error.message
+    assert "Contact field Email is mapped to two columns, user_id and email" in message
+    assert "SALESFORCE_USER_ID_FIELD or SALESFORCE_EMAIL_FIELD" in message
+    assert salesforce_server.org.logins == [], "refused before logging in, and no run retry"

@@ -193,6 +193,19 @@ def test_describe_mismatch_names_the_closest_fields(salesforce_server, warehouse
     assert extract_contacts(client, warehouse, fields, SETTINGS).rows_fetched == 0
 
 
+@pytest.mark.parametrize(
+    "settings, columns",
+    [
+        ({"user_id_field": "Email"}, "user_id and email"),
+        ({"first_name_field": "lastname"}, "first_name and last_name"),
+        ({"membership_status_field": "ID"}, "id and membership_status"),
+    ],
+)
+def test_one_field_for_two_columns_is_refused(settings, columns):
+    with pytest.raises(SalesforceConfigError, match=f"mapped to two columns, {columns};"):
+        contact_fields(**{"user_id_field": "App_User_Id__c", **settings})
+
+
 def test_malformed_query_fails_fast_with_salesforces_message(salesforce_server, warehouse):
     client = SalesforceClient(
         password_auth(salesforce_server), retry=FAST, session=salesforce_server.session()

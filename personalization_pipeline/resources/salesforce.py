@@ -24,12 +24,14 @@ from personalization_pipeline.salesforce.client import (
     RetryPolicy,
     SalesforceAuth,
     SalesforceClient,
+    SalesforceConfigError,
 )
 from personalization_pipeline.salesforce.extract import (
     ExtractResult,
     ExtractSettings,
     extract_contacts,
 )
+from personalization_pipeline.salesforce.mapping import SYSTEM_FIELDS
 from personalization_pipeline.warehouse.contacts import replace_contacts
 
 DEFAULT_SAMPLE_CONTACTS_PATH = "data/sample/salesforce_contacts.csv"
@@ -51,17 +53,37 @@ def contact_fields(
     last_name_field: str = "LastName",
     membership_status_field: str = "Membership_Status__c",
 ) -> dict[str, str]:
-    """Salesforce Contact field -> raw.salesforce_contact column."""
-    return {
-        "Id": "id",
-        user_id_field: "user_id",
-        email_field: "email",
-        first_name_field: "first_name",
-        last_name_field: "last_name",
-        membership_status_field: "membership_status",
-        "SystemModstamp": "system_modstamp",
-        "IsDeleted": "is_deleted",
+    """Salesforce Contact field -> raw.salesforce_contact column.
+
+    One field cannot feed two columns: the mapping would keep only one of them and leave the
+    other column empty, so that is refused (case-insensitively, as SOQL reads field names).
+    """
+    columns = {
+        "id": "Id",
+        "user_id": user_id_field,
+        "email": email_field,
+        "first_name": first_name_field,
+        "last_name": last_name_field,
+        "membership_status": membership_status_field,
+        "system_modstamp": "SystemModstamp",
+        "is_deleted": "IsDeleted",
     }
+    fields: dict[str, str] = {}
+    seen: dict[str, str] = {}
+    for column, field in columns.items():
+        other = seen.setdefault(field.lower(), column)
+        if other != column:
+            settings = [
+                f"SALESFORCE_{name.upper()}_FIELD"
+                for name in (other, column)
+                if name not in SYSTEM_FIELDS
+            ]
+            raise SalesforceConfigError(
+                f"Contact field {field} is mapped to two columns, {other} and {column}; each "
+                f"column needs its own field: fix {' or '.join(settings)}"
+            )
+        fields[field] = column
+    return fields
 
 
 class ContactSource(dg.ConfigurableResource, ABC):
@@ -222,8 +244,9 @@ class SalesforceApiSource(ContactSource):
             bulk_page_size=self.bulk_page_size,
             bulk_poll_seconds=self.bulk_poll_seconds,
         )
+        fields = self.fields  # a mapping that cannot work fails before logging in
         client = self.connect(log)
-        result = extract_contacts(client, connection, self.fields, settings, full_refresh, log)
+        result = extract_contacts(client, connection, fields, settings, full_refresh, log)
         return result, client.usage
 
     def land_contacts(
