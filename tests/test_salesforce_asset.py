@@ -50,9 +50,9 @@ def metadata(result) -> dict:
 
 def test_incremental_and_full_refresh_metadata(salesforce_server, tmp_path):
     org = salesforce_server.org
-    first, gone = org.insert_many(2)
+    first, gone, *_ = org.insert_many(10)
     meta = metadata(materialize(salesforce_server, tmp_path))
-    assert meta["api"] == "REST" and meta["rows_inserted"] == 2 and meta["cursor_before"] == "none"
+    assert meta["api"] == "REST" and meta["rows_inserted"] == 10 and meta["cursor_before"] == "none"
     assert meta["api_calls_used"] == 3 and meta["api_usage_reported"] == "3/100000"
     assert org.credentials.password not in str(meta)
     org.purge(gone)
@@ -60,7 +60,23 @@ def test_incremental_and_full_refresh_metadata(salesforce_server, tmp_path):
     meta = metadata(materialize(salesforce_server, tmp_path, full_refresh=True))
     assert (meta["full_refresh"], meta["rows_updated"], meta["rows_marked_deleted"]) == (True, 1, 1)
     meta = metadata(materialize(salesforce_server, tmp_path, bulk_threshold=0))
-    assert meta["api"] == "Bulk API 2.0" and meta["rows_fetched"] == 1
+    assert meta["api"] == "Bulk API 2.0" and meta["rows_fetched"] == 9
+
+
+def test_a_full_refresh_deleting_too_much_fails_without_retries(salesforce_server, tmp_path):
+    org = salesforce_server.org
+    ids = org.insert_many(4)
+    assert materialize(salesforce_server, tmp_path).success
+    org.purge(ids[0])
+    org.logins.clear()
+    result = materialize(salesforce_server, tmp_path, full_refresh=True)
+    assert not result.success
+    message = result.failure_data_for_node("salesforce_contacts").error.message
+    assert "would mark 1 of the 4 live contacts deleted" in message
+    assert "SALESFORCE_MAX_DELETE_FRACTION=1" in message
+    assert org.logins == ["soap"], "no run retry"
+    meta = metadata(materialize(salesforce_server, tmp_path, True, max_delete_fraction=1))
+    assert meta["rows_marked_deleted"] == 1
 
 
 def test_budget_stop_succeeds_with_a_warning(salesforce_server, tmp_path):

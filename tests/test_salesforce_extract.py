@@ -15,7 +15,11 @@ from personalization_pipeline.salesforce.client import (
     SalesforceConfigError,
     SalesforceQueryError,
 )
-from personalization_pipeline.salesforce.extract import ExtractSettings, extract_contacts
+from personalization_pipeline.salesforce.extract import (
+    DeleteGuardError,
+    ExtractSettings,
+    extract_contacts,
+)
 from personalization_pipeline.salesforce.mapping import FieldMappingError
 from tests.salesforce_server import SalesforceServer, minutes_ago
 
@@ -87,7 +91,7 @@ def test_incremental_runs_with_inserts_updates_deletes_and_a_late_commit(
 
 def test_full_refresh_marks_contacts_salesforce_no_longer_returns(salesforce_server, warehouse):
     org = salesforce_server.org
-    keep, gone = org.insert_many(2)
+    keep, gone, *_ = org.insert_many(10)
     run(salesforce_server, warehouse)
     org.purge(gone)  # hard delete: invisible even to queryAll
     run(salesforce_server, warehouse)
@@ -95,6 +99,39 @@ def test_full_refresh_marks_contacts_salesforce_no_longer_returns(salesforce_ser
     result, _ = run(salesforce_server, warehouse, full_refresh=True)
     assert result.full_refresh and result.marked_deleted == 1
     assert contacts(warehouse)[gone][3] is True and contacts(warehouse)[keep][3] is False
+
+
+def test_full_refresh_that_sees_too_few_contacts_marks_none_deleted(salesforce_server, warehouse):
+    org = salesforce_server.org
+    ids = org.insert_many(10)
+    run(salesforce_server, warehouse)
+    for gone in ids[:3]:
+        org.purge(gone)
+    org.update(ids[3], Email="changed@example.com")
+    with pytest.raises(DeleteGuardError) as refused:
+        run(salesforce_server, warehouse, full_refresh=True)
+    assert str(refused.value).startswith(
+        "The full refresh read 7 contacts and would mark 3 of the 10 live contacts deleted "
+        "(30%, more than SALESFORCE_MAX_DELETE_FRACTION=0.2)."
+    )
+    assert "set SALESFORCE_MAX_DELETE_FRACTION=1 for one run" in str(refused.value)
+    landed = contacts(warehouse)
+    assert not any(row[3] for row in landed.values()), "nothing marked deleted"
+    assert landed[ids[3]][1] == "changed@example.com", "what was read is landed"
+
+    allowed = ExtractSettings(bulk_poll_seconds=0, max_delete_fraction=1)
+    result, _ = run(salesforce_server, warehouse, settings=allowed, full_refresh=True)
+    assert result.marked_deleted == 3
+    assert {id_ for id_, row in contacts(warehouse).items() if row[3]} == set(ids[:3])
+
+
+def test_full_refresh_of_an_empty_org_is_refused(salesforce_server, warehouse):
+    org = salesforce_server.org
+    for contact in org.insert_many(3):
+        run(salesforce_server, warehouse)
+        org.purge(contact)
+    with pytest.raises(DeleteGuardError, match="read 0 contacts and would mark 3 of the 3 live"):
+        run(salesforce_server, warehouse, full_refresh=True)
 
 
 def test_paging_past_2000_rows_streams_pages(salesforce_server, warehouse):

@@ -206,6 +206,7 @@ class SalesforceApiSource(ContactSource):
     bulk_poll_seconds: float = 5.0
     query_batch_size: int = 2000
     bulk_page_size: int = 50_000
+    max_delete_fraction: float = 0.2
 
     def describe(self) -> str:
         return f"Salesforce API v{self.api_version} as {self.auth().who}"
@@ -243,6 +244,7 @@ class SalesforceApiSource(ContactSource):
             query_batch_size=self.query_batch_size,
             bulk_page_size=self.bulk_page_size,
             bulk_poll_seconds=self.bulk_poll_seconds,
+            max_delete_fraction=self.max_delete_fraction,
         )
         fields = self.fields  # a mapping that cannot work fails before logging in
         client = self.connect(log)
@@ -306,6 +308,7 @@ SALESFORCE_TUNING_ENV = {
     "bulk_poll_seconds": ("SALESFORCE_BULK_POLL_SECONDS", float),
     "query_batch_size": ("SALESFORCE_QUERY_BATCH_SIZE", int),
     "bulk_page_size": ("SALESFORCE_BULK_PAGE_SIZE", int),
+    "max_delete_fraction": ("SALESFORCE_MAX_DELETE_FRACTION", float),
 }
 FIELD_ENV = {
     "user_id_field": "SALESFORCE_USER_ID_FIELD",

@@ -18,7 +18,11 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import pandas as pd
 
-from personalization_pipeline.salesforce.client import ApiLimitReached, SalesforceClient
+from personalization_pipeline.salesforce.client import (
+    ApiLimitReached,
+    SalesforceClient,
+    SalesforceConfigError,
+)
 from personalization_pipeline.salesforce.mapping import check_field_mapping
 from personalization_pipeline.warehouse.schema import ensure_schema
 from personalization_pipeline.warehouse.transaction import transaction
@@ -91,6 +95,13 @@ class ExtractSettings:
     query_batch_size: int = 2000
     bulk_page_size: int = 50_000
     bulk_poll_seconds: float = 5.0
+    # A full refresh may mark at most this share of the live contacts deleted (1 = no limit).
+    max_delete_fraction: float = 0.2
+
+
+class DeleteGuardError(SalesforceConfigError):
+    """A full refresh would mark so many contacts deleted that it more likely saw too few
+    (a permission change, the wrong org) than that they were all deleted."""
 
 
 @dataclass
@@ -175,7 +186,9 @@ def extract_contacts(
             pages = _rest_pages(client, contact_soql(fields, since, ordered=True), settings)
         for frame, is_last in pages:
             _land_page(connection, frame, fields, result, is_last)
-            if not is_last and _over_budget(client, settings, result, "mid-extract"):
+            if is_last and full_refresh:
+                _mark_missing_deleted(connection, result, settings.max_delete_fraction)
+            elif not is_last and _over_budget(client, settings, result, "mid-extract"):
                 return result
     except ApiLimitReached as error:
         result.stopped_early = f"Salesforce refused further calls (REQUEST_LIMIT_EXCEEDED): {error}"
@@ -269,8 +282,6 @@ def _land_page(
         ):
             _write_cursor(connection, result.max_fetched)
             result.cursor_after = result.max_fetched
-        if is_last and result.full_refresh:
-            _mark_missing_deleted(connection, result)
         connection.execute("DROP TABLE incoming")
     result.inserted += inserted
     result.updated += updated
@@ -286,11 +297,32 @@ def _write_cursor(connection: duckdb.DuckDBPyConnection, value: datetime) -> Non
     )
 
 
-def _mark_missing_deleted(connection: duckdb.DuckDBPyConnection, result: ExtractResult) -> None:
-    """Contacts Salesforce no longer returns at all (hard-deleted, purged) are deleted here."""
-    (missing,) = connection.execute(
-        "UPDATE raw.salesforce_contact SET is_deleted = true, loaded_at = now() AT TIME ZONE 'UTC' "
-        "WHERE NOT is_deleted AND id NOT IN (SELECT id FROM salesforce_state.full_refresh_seen)"
+def _mark_missing_deleted(
+    connection: duckdb.DuckDBPyConnection, result: ExtractResult, max_fraction: float
+) -> None:
+    """Contacts Salesforce no longer returns at all (hard-deleted, purged) are deleted here.
+
+    Runs after the last page has landed, so when the guard refuses, what was read stays.
+    """
+    live, missing = connection.execute(
+        "SELECT count(*), count(*) FILTER (WHERE id NOT IN "
+        "(SELECT id FROM salesforce_state.full_refresh_seen)) "
+        "FROM raw.salesforce_contact WHERE NOT is_deleted"
     ).fetchone()
+    if missing > max_fraction * live:
+        raise DeleteGuardError(
+            f"The full refresh read {result.rows_fetched} contacts and would mark {missing} of "
+            f"the {live} live contacts deleted ({missing / live:.0%}, more than "
+            f"SALESFORCE_MAX_DELETE_FRACTION={max_fraction:g}). Contacts the integration user "
+            "can no longer see, or the wrong org, look like this, so none were marked deleted "
+            "(the contacts read are landed). If they really are gone, set "
+            "SALESFORCE_MAX_DELETE_FRACTION=1 for one run."
+        )
+    with transaction(connection):
+        connection.execute(
+            "UPDATE raw.salesforce_contact "
+            "SET is_deleted = true, loaded_at = now() AT TIME ZONE 'UTC' "
+            "WHERE NOT is_deleted AND id NOT IN (SELECT id FROM salesforce_state.full_refresh_seen)"
+        )
+        connection.execute("DELETE FROM salesforce_state.full_refresh_seen")
     result.marked_deleted += missing
-    connection.execute("DELETE FROM salesforce_state.full_refresh_seen")
