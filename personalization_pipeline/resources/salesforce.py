@@ -7,15 +7,14 @@ credentials are in the environment and the sample export otherwise.
 
 from __future__ import annotations
 
-import csv
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import requests
 
 from personalization_pipeline.errors import require_columns
@@ -30,15 +29,15 @@ from personalization_pipeline.salesforce.extract import (
     ExtractResult,
     ExtractSettings,
     extract_contacts,
+    land_export,
+    read_export,
 )
 from personalization_pipeline.salesforce.mapping import SYSTEM_FIELDS
-from personalization_pipeline.warehouse.contacts import replace_contacts
 
 DEFAULT_SAMPLE_CONTACTS_PATH = "data/sample/salesforce_contacts.csv"
 DEFAULT_USER_ID_FIELD = "App_User_Id__c"
 PAGE_SIZE = 2000
 
-Record = dict[str, object]
 Log = Callable[[str], None]
 
 
@@ -94,6 +93,8 @@ class ContactSource(dg.ConfigurableResource, ABC):
     first_name_field: str = "FirstName"
     last_name_field: str = "LastName"
     membership_status_field: str = "Membership_Status__c"
+    # A full refresh may mark at most this share of the live contacts deleted (1 = no limit).
+    max_delete_fraction: float = 0.2
 
     @property
     def fields(self) -> dict[str, str]:
@@ -131,6 +132,9 @@ class SampleContactSource(ContactSource):
     """A Salesforce Data Loader export (CSV): the demo, and whenever no credentials are set."""
 
     path: str = DEFAULT_SAMPLE_CONTACTS_PATH
+    # The export file is what the user chose to load, and the profile shrink guard
+    # (PROFILE_MAX_SHRINK) still protects Redis from a collapsed one.
+    max_delete_fraction: float = 1.0
 
     def describe(self) -> str:
         return f"Contact export {self.path} (no Salesforce credentials set)"
@@ -138,43 +142,26 @@ class SampleContactSource(ContactSource):
     def land_contacts(
         self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log
     ) -> dict[str, object]:
-        """An export is always complete, so every run is a full reload."""
-        rows = replace_contacts(connection, self.contact_pages(), self.fields)
-        log(f"Reloaded {rows} contacts from {self.path}")
-        return {"rows_fetched": rows, "full_refresh": True}
+        """An export is always complete, so every run is a full refresh."""
+        result = land_export(connection, self.pages(), self.fields, self.max_delete_fraction)
+        log(f"{self.path}: {result.summary()}")
+        return result.metadata()
 
-    def contact_pages(self) -> Iterator[list[Record]]:
-        with Path(self.path).open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            require_columns(self.path, reader.fieldnames or [], list(self.fields))
-            page: list[Record] = []
-            for row in reader:
-                page.append({field: _export_value(row[field]) for field in self.fields})
-                if len(page) == PAGE_SIZE:
-                    yield page
-                    page = []
-            if page:
-                yield page
+    def pages(self) -> Iterator[pd.DataFrame]:
+        header = pd.read_csv(self.path, nrows=0, encoding="utf-8-sig").columns
+        require_columns(self.path, header, list(self.fields))
+        return read_export(self.path, PAGE_SIZE)
 
     def change_marker(self) -> str:
         count, latest = 0, ""
-        for page in self.contact_pages():
+        for page in self.pages():
             count += len(page)
-            latest = max([latest, *(str(r["SystemModstamp"] or "") for r in page)])
+            latest = max([latest, *page[SYSTEM_FIELDS["system_modstamp"]].fillna("")])
         return change_marker(count, latest)
 
 
 def change_marker(count: int, latest_modstamp: str | None) -> str:
     return f"{count} contacts, latest SystemModstamp {latest_modstamp or 'none'}"
-
-
-def _export_value(text: str) -> object:
-    """Data Loader writes nulls as empty cells and booleans as true/false."""
-    if text == "":
-        return None
-    if text in ("true", "false"):
-        return text == "true"
-    return text
 
 
 class SalesforceApiSource(ContactSource):
@@ -206,7 +193,6 @@ class SalesforceApiSource(ContactSource):
     bulk_poll_seconds: float = 5.0
     query_batch_size: int = 2000
     bulk_page_size: int = 50_000
-    max_delete_fraction: float = 0.2
 
     def describe(self) -> str:
         return f"Salesforce API v{self.api_version} as {self.auth().who}"
@@ -256,20 +242,12 @@ class SalesforceApiSource(ContactSource):
     ) -> dict[str, object]:
         result, usage = self.extract(connection, full_refresh, log)
         log(
-            f"{result.mode.upper()}: fetched {result.rows_fetched}, inserted {result.inserted}, "
-            f"updated {result.updated}, marked deleted {result.marked_deleted}; "
-            f"cursor {result.cursor_before} -> {result.cursor_after}; API calls {usage.calls}, "
+            f"{result.mode.upper()}: {result.summary()}; API calls {usage.calls}, "
             f"usage {usage.reported()}"
         )
         return {
             "api": "Bulk API 2.0" if result.mode == "bulk" else "REST",
-            "full_refresh": result.full_refresh,
-            "rows_fetched": result.rows_fetched,
-            "rows_inserted": result.inserted,
-            "rows_updated": result.updated,
-            "rows_marked_deleted": result.marked_deleted,
-            "cursor_before": str(result.cursor_before or "none"),
-            "cursor_after": str(result.cursor_after or "none"),
+            **result.metadata(),
             "api_calls_used": usage.calls,
             "api_usage_reported": usage.reported(),
             "stopped_early": result.stopped_early or "no",
@@ -337,7 +315,9 @@ def contact_source_from_env() -> ContactSource:
             if os.environ.get(variable)
         }
         return SalesforceApiSource(**field_names, **settings, **tuning)
+    guard = os.environ.get("SALESFORCE_MAX_DELETE_FRACTION")
     return SampleContactSource(
         **field_names,
+        **({"max_delete_fraction": float(guard)} if guard else {}),
         path=os.environ.get("SAMPLE_CONTACTS_PATH", DEFAULT_SAMPLE_CONTACTS_PATH),
     )

@@ -1,17 +1,20 @@
-"""Incremental Contact extraction into raw.salesforce_contact.
+"""Landing Salesforce Contacts in raw.salesforce_contact: incremental API extraction, and
+complete exports (Data Loader CSV), which land through the same page merge as full refreshes.
 
-One run: check the field mapping against describe; read the cursor (the largest SystemModstamp
+One API run: check the field mapping against describe; read the cursor (the largest SystemModstamp
 landed) and query from `cursor - lookback` with queryAll, so soft-deleted contacts arrive with
 IsDeleted = true and late-committed records are not missed; count first and page through REST
 or a Bulk 2.0 job above the threshold; merge every page by Id in its own transaction, which
 also advances the cursor (REST pages are ordered by SystemModstamp; unordered Bulk pages move it
 only with the last page). A crash re-reads from the last committed cursor and never skips.
+After the last page of a full refresh, contacts it did not return are marked deleted, unless
+that would be more than `max_delete_fraction` of the live ones.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -38,6 +41,9 @@ COLUMNS = (
     "system_modstamp",
     "is_deleted",
 )
+
+# Every CSV value stays a string until DuckDB casts it, as API values do.
+CSV_OPTIONS: dict[str, object] = {"dtype": str, "keep_default_na": False}
 
 STATE_TABLES = """
 CREATE SCHEMA IF NOT EXISTS salesforce_state;
@@ -67,7 +73,7 @@ FROM incoming AS i LEFT JOIN raw.salesforce_contact AS r USING (id)
 STAGE_PAGE = """
 CREATE OR REPLACE TEMP TABLE incoming AS
 SELECT id, user_id, email, first_name, last_name, membership_status,
-       -- REST sends 2024-01-02T03:04:05.000+0000, Bulk 2.0 2024-01-02T03:04:05.000Z
+       -- REST sends 2024-01-02T03:04:05.000+0000, Bulk 2.0 and exports 2024-01-02T03:04:05.000Z
        CAST(system_modstamp AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS system_modstamp,
        coalesce(CAST(is_deleted AS BOOLEAN), false) AS is_deleted
 FROM contact_page
@@ -106,7 +112,7 @@ class DeleteGuardError(SalesforceConfigError):
 
 @dataclass
 class ExtractResult:
-    mode: str = "rest"  # rest | bulk
+    mode: str = "rest"  # rest | bulk | export
     full_refresh: bool = False
     rows_expected: int = 0
     rows_fetched: int = 0
@@ -118,6 +124,24 @@ class ExtractResult:
     cursor_after: datetime | None = None
     max_fetched: datetime | None = None
     stopped_early: str | None = None
+
+    def summary(self) -> str:
+        return (
+            f"fetched {self.rows_fetched}, inserted {self.inserted}, updated {self.updated}, "
+            f"marked deleted {self.marked_deleted}; "
+            f"cursor {self.cursor_before} -> {self.cursor_after}"
+        )
+
+    def metadata(self) -> dict[str, object]:
+        return {
+            "full_refresh": self.full_refresh,
+            "rows_fetched": self.rows_fetched,
+            "rows_inserted": self.inserted,
+            "rows_updated": self.updated,
+            "rows_marked_deleted": self.marked_deleted,
+            "cursor_before": str(self.cursor_before or "none"),
+            "cursor_after": str(self.cursor_after or "none"),
+        }
 
 
 def soql_datetime(value: datetime) -> str:
@@ -159,18 +183,13 @@ def extract_contacts(
     `fields` maps Salesforce field names to raw.salesforce_contact columns.
     """
     settings = settings or ExtractSettings()
-    ensure_state(connection)
-    result = ExtractResult(full_refresh=full_refresh)
     fields = check_field_mapping(fields, client.describe_contact())
-    result.cursor_before = read_cursor(connection)
-    result.cursor_after = result.cursor_before
+    result = _start(connection, full_refresh)
     if _over_budget(client, settings, result, "before the extract started"):
         return result
     since = None
     if result.cursor_before is not None and not full_refresh:
         since = result.cursor_before.replace(tzinfo=UTC) - settings.lookback
-    if full_refresh:
-        connection.execute("DELETE FROM salesforce_state.full_refresh_seen")
 
     where = contact_soql({"COUNT()": ""}, since, ordered=False)
     try:
@@ -184,17 +203,86 @@ def extract_contacts(
             pages = _bulk_pages(client, contact_soql(fields, since, ordered=False), settings)
         else:
             pages = _rest_pages(client, contact_soql(fields, since, ordered=True), settings)
-        for frame, is_last in pages:
-            _land_page(connection, frame, fields, result, is_last)
-            if is_last and full_refresh:
-                _mark_missing_deleted(connection, result, settings.max_delete_fraction)
-            elif not is_last and _over_budget(client, settings, result, "mid-extract"):
-                return result
+        _land_pages(
+            connection,
+            pages,
+            fields,
+            result,
+            settings.max_delete_fraction,
+            stop=lambda: _over_budget(client, settings, result, "mid-extract"),
+        )
     except ApiLimitReached as error:
         result.stopped_early = f"Salesforce refused further calls (REQUEST_LIMIT_EXCEEDED): {error}"
         log(result.stopped_early)
         return result
     return result
+
+
+def land_export(
+    connection: duckdb.DuckDBPyConnection,
+    pages: Iterable[pd.DataFrame],
+    fields: Mapping[str, str],
+    max_delete_fraction: float,
+) -> ExtractResult:
+    """Land a complete export (pages of Salesforce field -> value): a full refresh every time."""
+    result = _start(connection, full_refresh=True, mode="export")
+    _land_pages(connection, _marking_the_last(pages), fields, result, max_delete_fraction)
+    return result
+
+
+def read_export(path: str, page_size: int) -> Iterator[pd.DataFrame]:
+    """A Data Loader CSV export, `page_size` rows at a time."""
+    with pd.read_csv(path, chunksize=page_size, encoding="utf-8-sig", **CSV_OPTIONS) as reader:
+        for frame in reader:
+            yield _csv_nulls(frame)
+
+
+def _csv_nulls(frame: pd.DataFrame) -> pd.DataFrame:
+    """Salesforce CSV (Bulk 2.0 results, Data Loader exports) writes nulls as empty cells."""
+    return frame.astype(object).where(frame != "", None)
+
+
+def _start(
+    connection: duckdb.DuckDBPyConnection, full_refresh: bool, mode: str = "rest"
+) -> ExtractResult:
+    ensure_state(connection)
+    if full_refresh:
+        connection.execute("DELETE FROM salesforce_state.full_refresh_seen")
+    cursor = read_cursor(connection)
+    return ExtractResult(
+        mode=mode, full_refresh=full_refresh, cursor_before=cursor, cursor_after=cursor
+    )
+
+
+def _marking_the_last(pages: Iterable[pd.DataFrame]) -> Iterator[tuple[pd.DataFrame, bool]]:
+    """Each page with whether it is the last; no pages at all is one empty last page."""
+    remaining = iter(pages)
+    current = next(remaining, pd.DataFrame())
+    for following in remaining:
+        yield current, False
+        current = following
+    yield current, True
+
+
+def _land_pages(
+    connection: duckdb.DuckDBPyConnection,
+    pages: Iterable[tuple[pd.DataFrame, bool]],
+    fields: Mapping[str, str],
+    result: ExtractResult,
+    max_delete_fraction: float,
+    stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """Merge every page; after the last page of a full refresh, mark what it lacked deleted.
+
+    `stop` is asked between pages whether to end early, progress kept.
+    """
+    for frame, is_last in pages:
+        _land_page(connection, frame, fields, result, is_last)
+        if not is_last:
+            if stop():
+                return
+        elif result.full_refresh:
+            _mark_missing_deleted(connection, result, max_delete_fraction)
 
 
 def _over_budget(
@@ -235,10 +323,8 @@ def _bulk_pages(
     locator = ""
     while True:
         text, locator = client.bulk_results(job_id, locator, settings.bulk_page_size)
-        # Bulk CSV writes nulls as empty cells; keep every value a string until DuckDB casts.
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        frame = _csv_nulls(pd.read_csv(io.StringIO(text), **CSV_OPTIONS))
         del text
-        frame = frame.astype(object).where(frame != "", None)
         yield frame, not locator
         if not locator:
             return
@@ -273,7 +359,7 @@ def _land_page(
             )
         if page_max is not None and (result.max_fetched is None or page_max > result.max_fetched):
             result.max_fetched = page_max
-        # Unordered (Bulk) pages only move the cursor once every page has landed.
+        # Unordered (Bulk, export) pages only move the cursor once every page has landed.
         ready = result.mode == "rest" or is_last
         if (
             ready
