@@ -17,7 +17,7 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from personalization_pipeline.resources.salesforce import contact_fields
+from personalization_pipeline.resources.salesforce import SalesforceApiSource
 from personalization_pipeline.salesforce.client import SalesforceAuth, SalesforceClient
 from personalization_pipeline.salesforce.extract import ExtractSettings, extract_contacts
 from tests.salesforce_server import SalesforceServer
@@ -35,7 +35,7 @@ def measure(
     client = SalesforceClient(auth, session=server.session())
     tracemalloc.start()
     started = time.perf_counter()
-    result = extract_contacts(client, connection, contact_fields("App_User_Id__c"), settings)
+    result = extract_contacts(client, connection, SalesforceApiSource().fields, settings)
     elapsed = time.perf_counter() - started
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()

@@ -6,14 +6,9 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import pytest
 
 from assets.sources import salesforce_contacts
-from personalization_pipeline.resources.salesforce import (
-    SalesforceApiSource,
-    SampleContactSource,
-    contact_source_from_env,
-)
+from personalization_pipeline.resources.salesforce import SampleContactSource
 from tests.conftest import SAMPLE_DIR
 
 EXPORT = SAMPLE_DIR / "salesforce_contacts.csv"
@@ -66,15 +61,3 @@ def test_the_delete_guard_applies_to_an_export_when_set(pipeline_resources, tmp_
     deleted = {i for i, (_, is_deleted) in landed(pipeline_resources).items() if is_deleted}
     assert deleted == {row.split(",")[0] for row in ROWS if row.rstrip().endswith(",true")}
     assert land(pipeline_resources, half).success, "an export may shrink by default"
-
-
-@pytest.mark.parametrize("api", [False, True])
-def test_max_delete_fraction_comes_from_the_environment(monkeypatch, api):
-    if api:
-        monkeypatch.setenv("SALESFORCE_USERNAME", "integration@example.com")
-    default = contact_source_from_env().max_delete_fraction
-    assert default == (0.2 if api else 1.0)
-    monkeypatch.setenv("SALESFORCE_MAX_DELETE_FRACTION", "0.5")
-    source = contact_source_from_env()
-    assert isinstance(source, SalesforceApiSource if api else SampleContactSource)
-    assert source.max_delete_fraction == 0.5

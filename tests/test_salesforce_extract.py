@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import duckdb
 import pytest
 
-from personalization_pipeline.resources.salesforce import contact_fields
+from personalization_pipeline.resources.salesforce import SalesforceApiSource
 from personalization_pipeline.salesforce.client import (
     RetryPolicy,
     SalesforceAuth,
@@ -23,7 +21,7 @@ from personalization_pipeline.salesforce.extract import (
 from personalization_pipeline.salesforce.mapping import FieldMappingError
 from tests.salesforce_server import SalesforceServer, minutes_ago
 
-FIELDS = contact_fields("App_User_Id__c")
+FIELDS = SalesforceApiSource().fields
 FAST = RetryPolicy(max_attempts=4, base_seconds=0.001, max_seconds=0.01)
 SETTINGS = ExtractSettings(bulk_poll_seconds=0, query_batch_size=2000)
 
@@ -240,7 +238,7 @@ def test_describe_mismatch_names_the_closest_fields(salesforce_server, warehouse
 )
 def test_one_field_for_two_columns_is_refused(settings, columns):
     with pytest.raises(SalesforceConfigError, match=f"mapped to two columns, {columns};"):
-        contact_fields(**{"user_id_field": "App_User_Id__c", **settings})
+        assert SalesforceApiSource(**settings).fields
 
 
 def test_malformed_query_fails_fast_with_salesforces_message(salesforce_server, warehouse):
@@ -283,13 +281,9 @@ def test_lookback_is_configurable(salesforce_server, warehouse):
     org.insert_many(3)
     run(salesforce_server, warehouse)
     org.insert(LastName="Very late", modstamp=minutes_ago(30))
-    short, _ = run(
-        salesforce_server, warehouse, settings=ExtractSettings(lookback=timedelta(minutes=10))
-    )
+    short, _ = run(salesforce_server, warehouse, settings=ExtractSettings(lookback_minutes=10))
     assert short.inserted == 0
-    wide, _ = run(
-        salesforce_server, warehouse, settings=ExtractSettings(lookback=timedelta(hours=1))
-    )
+    wide, _ = run(salesforce_server, warehouse, settings=ExtractSettings(lookback_minutes=60))
     assert wide.inserted == 1
 
 

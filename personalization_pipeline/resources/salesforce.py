@@ -7,10 +7,11 @@ credentials are in the environment and the sample export otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from datetime import timedelta
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
 
 import dagster as dg
 import duckdb
@@ -35,48 +36,34 @@ from personalization_pipeline.salesforce.extract import (
 from personalization_pipeline.salesforce.mapping import SYSTEM_FIELDS
 
 DEFAULT_SAMPLE_CONTACTS_PATH = "data/sample/salesforce_contacts.csv"
-DEFAULT_USER_ID_FIELD = "App_User_Id__c"
 PAGE_SIZE = 2000
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 
 
 def _quiet(message: str) -> None:
     """The default log: say nothing."""
 
 
-def contact_fields(
-    user_id_field: str,
-    email_field: str = "Email",
-    first_name_field: str = "FirstName",
-    last_name_field: str = "LastName",
-    membership_status_field: str = "Membership_Status__c",
-) -> dict[str, str]:
-    """Salesforce Contact field -> raw.salesforce_contact column.
+def env_var(setting: str) -> str:
+    """The environment variable for a source setting: SALESFORCE_<SETTING>."""
+    return f"SALESFORCE_{setting.upper()}"
+
+
+def contact_fields(configured: Mapping[str, str]) -> dict[str, str]:
+    """Salesforce Contact field -> raw.salesforce_contact column, given column -> field for the
+    configurable columns (the system fields are the same in every org).
 
     One field cannot feed two columns: the mapping would keep only one of them and leave the
     other column empty, so that is refused (case-insensitively, as SOQL reads field names).
     """
-    columns = {
-        "id": "Id",
-        "user_id": user_id_field,
-        "email": email_field,
-        "first_name": first_name_field,
-        "last_name": last_name_field,
-        "membership_status": membership_status_field,
-        "system_modstamp": "SystemModstamp",
-        "is_deleted": "IsDeleted",
-    }
     fields: dict[str, str] = {}
     seen: dict[str, str] = {}
-    for column, field in columns.items():
+    for column, field in {**SYSTEM_FIELDS, **configured}.items():
         other = seen.setdefault(field.lower(), column)
         if other != column:
-            settings = [
-                f"SALESFORCE_{name.upper()}_FIELD"
-                for name in (other, column)
-                if name not in SYSTEM_FIELDS
-            ]
+            settings = [env_var(f"{name}_field") for name in (other, column) if name in configured]
             raise SalesforceConfigError(
                 f"Contact field {field} is mapped to two columns, {other} and {column}; each "
                 f"column needs its own field: fix {' or '.join(settings)}"
@@ -86,24 +73,27 @@ def contact_fields(
 
 
 class ContactSource(dg.ConfigurableResource, ABC):
-    """Salesforce Contacts, one page of records at a time."""
+    """Salesforce Contacts, one page of records at a time.
 
-    user_id_field: str = DEFAULT_USER_ID_FIELD
+    Each `<column>_field` setting names the Contact field that lands in that column.
+    """
+
+    user_id_field: str = "App_User_Id__c"
     email_field: str = "Email"
     first_name_field: str = "FirstName"
     last_name_field: str = "LastName"
     membership_status_field: str = "Membership_Status__c"
     # A full refresh may mark at most this share of the live contacts deleted (1 = no limit).
-    max_delete_fraction: float = 0.2
+    max_delete_fraction: float = ExtractSettings.max_delete_fraction
 
     @property
     def fields(self) -> dict[str, str]:
         return contact_fields(
-            self.user_id_field,
-            self.email_field,
-            self.first_name_field,
-            self.last_name_field,
-            self.membership_status_field,
+            {
+                name.removesuffix("_field"): getattr(self, name)
+                for name in type(self).model_fields
+                if name.endswith("_field")
+            }
         )
 
     @abstractmethod
@@ -174,42 +164,37 @@ class SalesforceApiSource(ContactSource):
     contacts incrementally; see personalization_pipeline/salesforce/extract.py.
     """
 
+    # Named as SalesforceAuth's fields, which auth() builds from them.
     username: str | None = None
     password: str | None = None
     security_token: str | None = None
-    domain: str = "login"
+    domain: str = SalesforceAuth.domain
     consumer_key: str | None = None
     consumer_secret: str | None = None
     private_key_file: str | None = None
     instance_url: str | None = None
     session_id: str | None = None
-    api_version: str = "59.0"
-    lookback_minutes: float = 10.0
-    bulk_threshold: int = 50_000
-    api_budget_share: float = 0.8
-    max_attempts: int = 5
-    retry_base_seconds: float = 1.0
-    retry_max_seconds: float = 60.0
-    bulk_poll_seconds: float = 5.0
-    query_batch_size: int = 2000
-    bulk_page_size: int = 50_000
+    api_version: str = SalesforceAuth.api_version
+    # Named as ExtractSettings' fields, which extract() builds from them.
+    lookback_minutes: float = ExtractSettings.lookback_minutes
+    bulk_threshold: int = ExtractSettings.bulk_threshold
+    api_budget_share: float = ExtractSettings.api_budget_share
+    bulk_poll_seconds: float = ExtractSettings.bulk_poll_seconds
+    query_batch_size: int = ExtractSettings.query_batch_size
+    bulk_page_size: int = ExtractSettings.bulk_page_size
+    max_attempts: int = RetryPolicy.max_attempts
+    retry_base_seconds: float = RetryPolicy.base_seconds
+    retry_max_seconds: float = RetryPolicy.max_seconds
 
     def describe(self) -> str:
         return f"Salesforce API v{self.api_version} as {self.auth().who}"
 
     def auth(self) -> SalesforceAuth:
-        return SalesforceAuth(
-            username=self.username,
-            password=self.password,
-            security_token=self.security_token,
-            domain=self.domain,
-            consumer_key=self.consumer_key,
-            consumer_secret=self.consumer_secret,
-            private_key_file=self.private_key_file,
-            instance_url=self.instance_url,
-            session_id=self.session_id,
-            api_version=self.api_version,
-        )
+        return self._settings(SalesforceAuth)
+
+    def _settings(self, kind: type[T]) -> T:
+        """A settings dataclass filled from this resource's settings of the same names."""
+        return kind(**{field.name: getattr(self, field.name) for field in dataclasses.fields(kind)})
 
     def requests_session(self) -> requests.Session | None:
         """Test seam only: tests return a session that reaches the local Salesforce server."""
@@ -223,15 +208,7 @@ class SalesforceApiSource(ContactSource):
         self, connection: duckdb.DuckDBPyConnection, full_refresh: bool = False, log: Log = _quiet
     ) -> tuple[ExtractResult, ApiUsage]:
         """Land new, changed and deleted contacts in raw.salesforce_contact (incremental)."""
-        settings = ExtractSettings(
-            lookback=timedelta(minutes=self.lookback_minutes),
-            bulk_threshold=self.bulk_threshold,
-            api_budget_share=self.api_budget_share,
-            query_batch_size=self.query_batch_size,
-            bulk_page_size=self.bulk_page_size,
-            bulk_poll_seconds=self.bulk_poll_seconds,
-            max_delete_fraction=self.max_delete_fraction,
-        )
+        settings = self._settings(ExtractSettings)
         fields = self.fields  # a mapping that cannot work fails before logging in
         client = self.connect(log)
         result = extract_contacts(client, connection, fields, settings, full_refresh, log)
@@ -263,61 +240,27 @@ class SalesforceApiSource(ContactSource):
         return change_marker(count["totalSize"], latest[0]["SystemModstamp"] if latest else None)
 
 
-SALESFORCE_ENV = {
-    "username": "SALESFORCE_USERNAME",
-    "password": "SALESFORCE_PASSWORD",
-    "security_token": "SALESFORCE_SECURITY_TOKEN",
-    "domain": "SALESFORCE_DOMAIN",
-    "consumer_key": "SALESFORCE_CONSUMER_KEY",
-    "consumer_secret": "SALESFORCE_CONSUMER_SECRET",
-    "private_key_file": "SALESFORCE_PRIVATE_KEY_FILE",
-    "instance_url": "SALESFORCE_INSTANCE_URL",
-    "session_id": "SALESFORCE_SESSION_ID",
-    "api_version": "SALESFORCE_API_VERSION",
-}
-# Non-secret tuning, read as plain values (they show in the run config).
-SALESFORCE_TUNING_ENV = {
-    "lookback_minutes": ("SALESFORCE_LOOKBACK_MINUTES", float),
-    "bulk_threshold": ("SALESFORCE_BULK_THRESHOLD", int),
-    "api_budget_share": ("SALESFORCE_API_BUDGET_SHARE", float),
-    "max_attempts": ("SALESFORCE_MAX_ATTEMPTS", int),
-    "retry_base_seconds": ("SALESFORCE_RETRY_BASE_SECONDS", float),
-    "retry_max_seconds": ("SALESFORCE_RETRY_MAX_SECONDS", float),
-    "bulk_poll_seconds": ("SALESFORCE_BULK_POLL_SECONDS", float),
-    "query_batch_size": ("SALESFORCE_QUERY_BATCH_SIZE", int),
-    "bulk_page_size": ("SALESFORCE_BULK_PAGE_SIZE", int),
-    "max_delete_fraction": ("SALESFORCE_MAX_DELETE_FRACTION", float),
-}
-FIELD_ENV = {
-    "user_id_field": "SALESFORCE_USER_ID_FIELD",
-    "email_field": "SALESFORCE_EMAIL_FIELD",
-    "first_name_field": "SALESFORCE_FIRST_NAME_FIELD",
-    "last_name_field": "SALESFORCE_LAST_NAME_FIELD",
-    "membership_status_field": "SALESFORCE_MEMBERSHIP_STATUS_FIELD",
-}
+# The login settings reach the run only through EnvVar, which keeps credentials out of the run
+# config that the UI shows; every other setting is a plain value there.
+AUTH_SETTINGS = frozenset(field.name for field in dataclasses.fields(SalesforceAuth))
+API_SELECTORS = ("SALESFORCE_USERNAME", "SALESFORCE_CONSUMER_KEY", "SALESFORCE_INSTANCE_URL")
 
 
 def contact_source_from_env() -> ContactSource:
     """The API if SALESFORCE_USERNAME, SALESFORCE_CONSUMER_KEY or SALESFORCE_INSTANCE_URL is set,
-    else the sample export."""
-    field_names = {name: os.environ[var] for name, var in FIELD_ENV.items() if os.environ.get(var)}
-    api_vars = ("SALESFORCE_USERNAME", "SALESFORCE_CONSUMER_KEY", "SALESFORCE_INSTANCE_URL")
-    if any(os.environ.get(variable) for variable in api_vars):
-        # EnvVar keeps secrets out of the run config that the UI shows.
-        settings = {
-            name: dg.EnvVar(variable)
-            for name, variable in SALESFORCE_ENV.items()
-            if os.environ.get(variable)
-        }
-        tuning = {
-            name: kind(os.environ[variable])
-            for name, (variable, kind) in SALESFORCE_TUNING_ENV.items()
-            if os.environ.get(variable)
-        }
-        return SalesforceApiSource(**field_names, **settings, **tuning)
-    guard = os.environ.get("SALESFORCE_MAX_DELETE_FRACTION")
-    return SampleContactSource(
-        **field_names,
-        **({"max_delete_fraction": float(guard)} if guard else {}),
-        path=os.environ.get("SAMPLE_CONTACTS_PATH", DEFAULT_SAMPLE_CONTACTS_PATH),
-    )
+    else the sample export (SAMPLE_CONTACTS_PATH). Each setting comes from SALESFORCE_<SETTING>.
+    """
+    api = any(os.environ.get(variable) for variable in API_SELECTORS)
+    source = SalesforceApiSource if api else SampleContactSource
+    settings: dict[str, object] = {}
+    for name, field in source.model_fields.items():
+        variable = env_var(name)
+        if name == "path" or not os.environ.get(variable):
+            continue
+        if name in AUTH_SETTINGS:
+            settings[name] = dg.EnvVar(variable)
+        else:
+            settings[name] = field.annotation(os.environ[variable])
+    if not api:
+        settings["path"] = os.environ.get("SAMPLE_CONTACTS_PATH", DEFAULT_SAMPLE_CONTACTS_PATH)
+    return source(**settings)

@@ -95,7 +95,7 @@ WHERE excluded.system_modstamp >= salesforce_contact.system_modstamp
 
 @dataclass(frozen=True)
 class ExtractSettings:
-    lookback: timedelta = timedelta(minutes=10)
+    lookback_minutes: float = 10.0
     bulk_threshold: int = 50_000
     api_budget_share: float = 0.8
     query_batch_size: int = 2000
@@ -103,6 +103,10 @@ class ExtractSettings:
     bulk_poll_seconds: float = 5.0
     # A full refresh may mark at most this share of the live contacts deleted (1 = no limit).
     max_delete_fraction: float = 0.2
+
+    @property
+    def lookback(self) -> timedelta:
+        return timedelta(minutes=self.lookback_minutes)
 
 
 class DeleteGuardError(SalesforceConfigError):

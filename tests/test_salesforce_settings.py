@@ -1,0 +1,65 @@
+"""Every SALESFORCE_* variable that .env.example documents reaches the setting it names."""
+
+from __future__ import annotations
+
+import re
+
+import dagster as dg
+import pytest
+
+from personalization_pipeline.resources.salesforce import (
+    API_SELECTORS,
+    AUTH_SETTINGS,
+    SalesforceApiSource,
+    SampleContactSource,
+    contact_source_from_env,
+)
+from personalization_pipeline.salesforce.extract import ExtractSettings
+from tests.conftest import REPO_ROOT
+
+DOCUMENTED = sorted(
+    set(re.findall(r"^#? ?(SALESFORCE_[A-Z_]+)=", (REPO_ROOT / ".env.example").read_text(), re.M))
+)
+
+
+@pytest.fixture(autouse=True)
+def without_salesforce_settings(monkeypatch):
+    """Whatever the shell exports, each test starts from the documented defaults."""
+    for variable in [*DOCUMENTED, "SAMPLE_CONTACTS_PATH"]:
+        monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.mark.parametrize("api", [True, False], ids=["api", "export"])
+def test_documented_variables_reach_their_settings(monkeypatch, api):
+    assert len(DOCUMENTED) == 25
+    for variable in DOCUMENTED:
+        if api or variable not in API_SELECTORS:
+            monkeypatch.setenv(variable, "7")
+    source = contact_source_from_env()
+    assert type(source) is (SalesforceApiSource if api else SampleContactSource)
+    for variable in DOCUMENTED:
+        setting = variable.removeprefix("SALESFORCE_").lower()
+        if setting not in type(source).model_fields:
+            assert not api, f"{variable} reaches no setting"
+            continue
+        value = getattr(source, setting)
+        if setting in AUTH_SETTINGS:
+            assert isinstance(value, dg.EnvVar) and value == variable
+        else:
+            kind = type(type(source).model_fields[setting].default)
+            assert (type(value), value) == (kind, kind("7")), variable
+
+
+def test_the_resource_builds_the_core_settings_from_its_own():
+    source = SalesforceApiSource(username="u", password="p", domain="test", lookback_minutes=3)
+    assert source.auth().flow == "password" and source.auth().domain == "test"
+    assert source._settings(ExtractSettings) == ExtractSettings(lookback_minutes=3)
+
+
+@pytest.mark.parametrize("api", [False, True], ids=["export", "api"])
+def test_max_delete_fraction_defaults_per_source_and_comes_from_the_environment(monkeypatch, api):
+    if api:
+        monkeypatch.setenv("SALESFORCE_USERNAME", "integration@example.com")
+    assert contact_source_from_env().max_delete_fraction == (0.2 if api else 1.0)
+    monkeypatch.setenv("SALESFORCE_MAX_DELETE_FRACTION", "0.5")
+    assert contact_source_from_env().max_delete_fraction == 0.5
