@@ -14,6 +14,7 @@ import duckdb
 import pytest
 import redis
 
+from personalization_pipeline.resources.redis import redact
 from personalization_pipeline.sync.engine import SyncError, SyncSpec, render_rows, sync_table
 from personalization_pipeline.sync.identify import (
     IdentifyError,
@@ -256,6 +257,31 @@ def test_connection_refused_names_the_fix():
         f"Redis at redis://127.0.0.1:{port}/0 refused the connection:"
         " start redis-server or set REDIS_URL"
     )
+
+
+def test_refused_credentials_say_to_put_them_in_redis_url(tmp_path):
+    port = free_port()
+    server = start_redis_server(tmp_path / "auth", port)
+    redis.Redis(port=port).config_set("requirepass", "s3cret")
+    hint = (
+        "put user:password in REDIS_URL (redis://user:password@host:6379/0, or "
+        "redis://:password@host:6379/0 for the default user)"
+    )
+    try:
+        # One case only: redis-py retries a refused login with backoff for seconds.
+        with pytest.raises(RedisUnavailable) as error:
+            connect(f"redis://127.0.0.1:{port}/0")
+        message = str(error.value)
+        assert f"127.0.0.1:{port}/0 needs a password" in message and message.endswith(hint)
+        connect(f"redis://:s3cret@127.0.0.1:{port}/0").close()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_redact_hides_the_password():
+    assert redact("redis://bob:s3cret@cache.internal:6380/2") == "redis://bob@cache.internal:6380/2"
+    assert redact("rediss://:s3cret@cache.internal") == "rediss://cache.internal:6379/0"
 
 
 def test_mirror_guard_fails_before_writing_anything(con, redis_client):

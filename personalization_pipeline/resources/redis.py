@@ -51,9 +51,4 @@ class RedisResource(dg.ConfigurableResource):
 
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not at:
-        return url
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}" if user else f"{scheme}{sep}***@{host}"
+    return RedisDestination.from_url(url).display_url()

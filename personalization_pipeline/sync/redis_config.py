@@ -94,6 +94,15 @@ def _tls_options(destination: RedisDestination) -> dict[str, object]:
     return options
 
 
+def _credentials_refused(destination: RedisDestination, error: Exception) -> RedisUnavailable:
+    problem = "rejected the credentials" if destination.password else "needs a password"
+    return RedisUnavailable(
+        f"Redis at {destination.display_url()} {problem} ({error}): put user:password in "
+        "REDIS_URL (redis://user:password@host:6379/0, or redis://:password@host:6379/0 "
+        "for the default user)"
+    )
+
+
 def connect(destination: RedisDestination | str) -> RedisClient:
     """A connected client (``redis.Redis`` or ``RedisCluster``), checked with PING.
 
@@ -119,15 +128,10 @@ def connect(destination: RedisDestination | str) -> RedisClient:
             client = redis.Redis(host=host, port=port, db=destination.db, **common)
         client.ping()
     except redis.AuthenticationError as error:
-        raise RedisUnavailable(
-            f"Redis at {where} rejected the credentials ({error}): "
-            "set REDIS_PASSWORD (and REDIS_USERNAME for an ACL user)"
-        ) from error
+        raise _credentials_refused(destination, error) from error
     except redis.ResponseError as error:
         if "NOAUTH" in str(error) or "WRONGPASS" in str(error):
-            raise RedisUnavailable(
-                f"Redis at {where} needs a password ({error}): set REDIS_PASSWORD"
-            ) from error
+            raise _credentials_refused(destination, error) from error
         raise
     except (redis.ConnectionError, redis.TimeoutError) as error:
         hint = "start redis-server or set REDIS_URL"
