@@ -9,6 +9,7 @@ import duckdb
 
 from personalization_pipeline.errors import require_columns
 from personalization_pipeline.warehouse.schema import ensure_schema
+from personalization_pipeline.warehouse.transaction import transaction
 
 REQUIRED_COLUMNS = ["email", "income_bracket"]
 
@@ -48,8 +49,7 @@ def replace_income(connection: duckdb.DuckDBPyConnection, path: str | Path) -> I
     ]
     require_columns(str(path), found, REQUIRED_COLUMNS)
     enriched_at = "TRY_CAST(enriched_at AS DATE)" if "enriched_at" in found else "NULL"
-    connection.begin()
-    try:
+    with transaction(connection):
         connection.execute("DELETE FROM raw.income_enrichment")
         connection.execute(
             f"""
@@ -61,10 +61,6 @@ def replace_income(connection: duckdb.DuckDBPyConnection, path: str | Path) -> I
             """,
             [str(path), str(path)],
         )
-        connection.commit()
-    except BaseException:
-        connection.rollback()
-        raise
     rows, without_email = connection.execute(
         "SELECT count(*), count(*) FILTER (email IS NULL) FROM raw.income_enrichment"
     ).fetchone()
