@@ -20,9 +20,10 @@ class LocalSalesforceSource(SalesforceApiSource):
         return local_session(self.port)
 
 
-def materialize(server, tmp_path, full_refresh=False, **settings):
+def local_source(server, **settings) -> LocalSalesforceSource:
+    """A password-login source for the local server, with test-speed retries and polling."""
     creds = server.org.credentials
-    source = LocalSalesforceSource(
+    return LocalSalesforceSource(
         port=server.port,
         username=creds.username,
         password=creds.password,
@@ -31,6 +32,10 @@ def materialize(server, tmp_path, full_refresh=False, **settings):
         bulk_poll_seconds=0,
         **settings,
     )
+
+
+def materialize(server, tmp_path, full_refresh=False, **settings):
+    source = local_source(server, **settings)
     result = dg.materialize(
         [salesforce_contacts],
         resources={

@@ -20,7 +20,7 @@ from personalization_pipeline.sensors import (
     sensor_interval_seconds,
 )
 from tests.conftest import SAMPLE_DIR, free_port
-from tests.test_salesforce_asset import LocalSalesforceSource
+from tests.test_salesforce_asset import local_source
 
 
 def tick(sensor: dg.SensorDefinition, cursor: str | None, **resources):
@@ -144,14 +144,7 @@ def test_income_sensor_reports_a_missing_file_and_keeps_its_cursor(tmp_path: Pat
 
 def test_contacts_sensor_asks_the_salesforce_api(salesforce_server):
     org = salesforce_server.org
-    creds = org.credentials
-    source = LocalSalesforceSource(
-        port=salesforce_server.port,
-        username=creds.username,
-        password=creds.password,
-        security_token=creds.security_token,
-        retry_base_seconds=0.001,
-    )
+    source = local_source(salesforce_server)
     first_id, second_id = org.insert_many(2)
     first = tick(salesforce_contacts_sensor, None, salesforce=source)
     assert len(first.run_requests) == 1 and first.cursor.startswith("2 contacts")
