@@ -61,3 +61,11 @@ def test_the_delete_guard_applies_to_an_export_when_set(pipeline_resources, tmp_
     deleted = {i for i, (_, is_deleted) in landed(pipeline_resources).items() if is_deleted}
     assert deleted == {row.split(",")[0] for row in ROWS if row.rstrip().endswith(",true")}
     assert land(pipeline_resources, half).success, "an export may shrink by default"
+
+
+def test_an_export_never_sets_the_api_cursor(pipeline_resources):
+    """Switching a demo warehouse to real credentials must not skip contacts older than the
+    sample data's newest SystemModstamp."""
+    assert land(pipeline_resources, EXPORT).success
+    with duckdb.connect(pipeline_resources["warehouse"].path) as connection:
+        assert connection.execute("SELECT count(*) FROM salesforce_state.cursor").fetchone() == (0,)

@@ -492,7 +492,8 @@ def redis_cluster(tmp_path_factory):
             timeout=60,
         )
         deadline = time.monotonic() + 20
-        while redis.Redis(port=ports[0]).cluster("info")["cluster_state"] != "ok":
+        # Every node must agree, or a command routed to a lagging node gets CLUSTERDOWN.
+        while not all(cluster_ready(port) for port in ports):
             assert time.monotonic() < deadline, "cluster did not become ok"
             time.sleep(0.1)
         yield ports
@@ -500,6 +501,11 @@ def redis_cluster(tmp_path_factory):
         for server in servers:
             server.terminate()
             server.wait(10)
+
+
+def cluster_ready(port: int) -> bool:
+    info = redis.Redis(port=port).cluster("info")
+    return info["cluster_state"] == "ok" and int(info["cluster_slots_ok"]) == 16384
 
 
 def test_redis_cluster(con, redis_cluster):

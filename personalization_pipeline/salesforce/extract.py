@@ -363,8 +363,10 @@ def _land_page(
             )
         if page_max is not None and (result.max_fetched is None or page_max > result.max_fetched):
             result.max_fetched = page_max
-        # Unordered (Bulk, export) pages only move the cursor once every page has landed.
-        ready = result.mode == "rest" or is_last
+        # Unordered (Bulk) pages only move the cursor once every page has landed. An export
+        # never does: its dates say nothing about what the API has delivered, and a cursor
+        # left by the sample data would make a later API run skip every older contact.
+        ready = result.mode == "rest" or (result.mode == "bulk" and is_last)
         if (
             ready
             and result.max_fetched is not None
