@@ -7,9 +7,10 @@ import dagster as dg
 from pydantic import Field
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 
-from personalization_pipeline.errors import MissingColumnsError
+from personalization_pipeline.errors import SourceFileError
 from personalization_pipeline.metadata import table_metadata
 from personalization_pipeline.resources.enrichment import EnrichmentFileResource
+from personalization_pipeline.resources.rules import ProfileRulesResource
 from personalization_pipeline.resources.salesforce import ContactSource
 from personalization_pipeline.resources.warehouse import WarehouseResource
 from personalization_pipeline.salesforce.client import SalesforceConfigError, SalesforceQueryError
@@ -22,9 +23,8 @@ SOURCE_RETRY = dg.RetryPolicy(max_retries=2, delay=60, backoff=dg.Backoff.EXPONE
 
 # Errors that fail the same way on every attempt: bad files, mappings, queries, credentials.
 PERMANENT_ERRORS = (
-    MissingColumnsError,
+    SourceFileError,
     FileNotFoundError,
-    ValueError,
     FieldMappingError,
     SalesforceQueryError,
     SalesforceConfigError,
@@ -92,10 +92,11 @@ def income_enrichment(
     context: dg.AssetExecutionContext,
     income_file: EnrichmentFileResource,
     warehouse: WarehouseResource,
+    rules: ProfileRulesResource,
 ) -> dg.MaterializeResult:
     """Income brackets from the enrichment vendor's latest drop, landed in raw.income_enrichment."""
     with fail_without_retry_on_permanent_errors(), warehouse.connect() as connection:
-        load = replace_income(connection, income_file.path)
+        load = replace_income(connection, income_file.path, rules.max_shrink_fraction)
         metadata = table_metadata(connection, "raw.income_enrichment")
     context.log.info(f"Landed {load.rows} income rows from {income_file.path}")
     return dg.MaterializeResult(
@@ -103,5 +104,6 @@ def income_enrichment(
             **metadata,
             "source_file": income_file.path,
             "rows_without_email": load.without_email,
+            "previous_rows": load.previous_rows if load.previous_rows is not None else "none",
         }
     )

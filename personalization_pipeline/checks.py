@@ -7,7 +7,6 @@ from contextlib import closing
 import dagster as dg
 
 from assets.activation import PROFILE_TRAITS, redis_user_profiles
-from assets.sources import income_enrichment
 from assets.warehouse import user_profiles
 from personalization_pipeline.metadata import markdown_table
 from personalization_pipeline.resources.redis import RedisResource
@@ -101,42 +100,30 @@ def user_profiles_income_bracket_format(
     )
 
 
-def shrink_guard_check(asset: dg.AssetsDefinition, table: str) -> dg.AssetChecksDefinition:
-    """A blocking check that `table` kept its rows; see warehouse/guards.py."""
-
-    @dg.asset_check(
-        asset=asset,
-        name=f"{asset.key.path[-1]}_shrink_guard",
-        blocking=True,
-        pool="duckdb",
-        description=f"{table} is not empty and lost at most PROFILE_MAX_SHRINK of its rows "
-        "since the last build that passed.",
+@dg.asset_check(asset=user_profiles, blocking=True, pool="duckdb")
+def user_profiles_shrink_guard(
+    warehouse: WarehouseResource, rules: ProfileRulesResource
+) -> dg.AssetCheckResult:
+    """user_profiles is not empty and lost at most PROFILE_MAX_SHRINK of its rows since the last
+    build that passed (see warehouse/guards.py)."""
+    table = "analytics.user_profiles"
+    with warehouse.connect() as connection:
+        verdict = shrink_guard(connection, table, rules.max_shrink_fraction)
+    return dg.AssetCheckResult(
+        passed=verdict.passed,
+        description=None
+        if verdict.passed
+        else (
+            f"{verdict.explain(table, rules.max_shrink_fraction)}; Redis keeps the last good "
+            "profiles. If the rows really left, raise PROFILE_MAX_SHRINK for one run"
+        ),
+        metadata={
+            "row_count": verdict.rows,
+            "baseline_row_count": verdict.baseline if verdict.baseline is not None else "none",
+            "lost_fraction": round(verdict.lost_fraction, 4),
+            "max_shrink_fraction": rules.max_shrink_fraction,
+        },
     )
-    def guard(warehouse: WarehouseResource, rules: ProfileRulesResource) -> dg.AssetCheckResult:
-        with warehouse.connect() as connection:
-            verdict = shrink_guard(connection, table, rules.max_shrink_fraction)
-        return dg.AssetCheckResult(
-            passed=verdict.passed,
-            description=None
-            if verdict.passed
-            else (
-                f"{verdict.explain(table, rules.max_shrink_fraction)}; Redis keeps the last good "
-                "data. If the rows really left, raise PROFILE_MAX_SHRINK for one run"
-            ),
-            metadata={
-                "row_count": verdict.rows,
-                "baseline_row_count": verdict.baseline if verdict.baseline is not None else "none",
-                "lost_fraction": round(verdict.lost_fraction, 4),
-                "max_shrink_fraction": rules.max_shrink_fraction,
-            },
-        )
-
-    return guard
-
-
-user_profiles_shrink_guard = shrink_guard_check(user_profiles, "analytics.user_profiles")
-# A truncated or header-only enrichment drop would null every income_bracket in Redis.
-income_enrichment_shrink_guard = shrink_guard_check(income_enrichment, "raw.income_enrichment")
 
 
 @dg.asset_check(asset=redis_user_profiles, pool="duckdb")

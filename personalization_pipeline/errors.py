@@ -5,8 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
-class MissingColumnsError(ValueError):
+class SourceFileError(ValueError):
+    """A source file that cannot be loaded as it is; retrying will not help."""
+
+
+class MissingColumnsError(SourceFileError):
     """A source file lacks columns the pipeline needs."""
+
+
+class SourceShrankError(SourceFileError):
+    """A source delivered far fewer rows than last time; the previous load was kept."""
 
 
 def require_columns(source: str, found: Iterable[str], required: Iterable[str]) -> None:

@@ -4,7 +4,7 @@ Each evaluation is cheap (a COUNT and a one-row query against Salesforce; a stat
 that moved, a hash of the enrichment file) and never opens the DuckDB warehouse, which belongs
 to runs. A source that cannot be asked fails the tick with the reason, and the cursor stays put,
 so the change is still seen on the next tick. The cursor advances when a run is requested; if
-that run then fails, the next tick requests it again, so a change is never dropped.
+that run then fails, the next ticks request it again (up to MAX_ATTEMPTS runs in all).
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ DEFAULT_INTERVAL_SECONDS = 30 * 60
 MINIMUM_INTERVAL_SECONDS = 60
 TRIGGER_TAG = "personalization/trigger"
 RETRY_OF_TAG = "personalization/retry_of"
+ATTEMPT_TAG = "personalization/attempt"
+# A run that failed this often in a row needs a person (bad data, a broken mapping), not more runs.
+MAX_ATTEMPTS = 3
+# Set by Dagster on a failed run that the instance's run_retries will launch again.
+WILL_RETRY_TAG = "dagster/will_retry"
 
 
 def sensor_interval_seconds() -> int:
@@ -50,18 +55,37 @@ def short_digest(text: str) -> str:
 def rerun_if_last_failed(
     context: dg.SensorEvaluationContext, selection: Sequence[dg.AssetKey]
 ) -> dg.RunRequest | None:
-    """Request again the run this sensor started last, if it failed."""
+    """Request again the run this sensor started last, if it failed, up to MAX_ATTEMPTS.
+
+    A run the instance's run-retry daemon will retry is left to it. A run an operator
+    cancelled is not requested again: cancelling is a decision.
+    """
     runs = context.instance.get_runs(
         filters=dg.RunsFilter(tags={TRIGGER_TAG: context.sensor_name}), limit=1
     )
     if not runs or runs[0].status != dg.DagsterRunStatus.FAILURE:
         return None
-    failed = runs[0].run_id
-    context.log.info(f"The last run this sensor started ({failed}) failed; requesting it again")
+    failed = runs[0]
+    if failed.tags.get(WILL_RETRY_TAG) == "true":
+        return None
+    attempt = int(failed.tags.get(ATTEMPT_TAG, "1"))
+    if attempt >= MAX_ATTEMPTS:
+        context.log.warning(
+            f"Run {failed.run_id} failed on attempt {attempt} of {MAX_ATTEMPTS}; not requesting "
+            "it again. Fix the cause and launch warehouse_actions_job, or wait for the next change"
+        )
+        return None
+    context.log.info(
+        f"The last run this sensor started ({failed.run_id}) failed; requesting it again"
+    )
     return dg.RunRequest(
-        run_key=f"retry:{failed}",
+        run_key=f"retry:{failed.run_id}",
         asset_selection=list(selection),
-        tags={TRIGGER_TAG: context.sensor_name, RETRY_OF_TAG: failed},
+        tags={
+            TRIGGER_TAG: context.sensor_name,
+            RETRY_OF_TAG: failed.run_id,
+            ATTEMPT_TAG: str(attempt + 1),
+        },
     )
 
 

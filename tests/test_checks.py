@@ -44,7 +44,6 @@ def test_every_check_passes_on_the_sample_data(pipeline_resources):
         "user_profiles_membership_status_allowed",
         "user_profiles_income_bracket_format",
         "user_profiles_shrink_guard",
-        "income_enrichment_shrink_guard",
         "redis_user_profiles_readback",
     }
     assert all(check.passed for check in checks.values())
@@ -162,20 +161,3 @@ def test_sync_ignores_fields_it_does_not_own(pipeline_resources, redis_client):
         selection=dg.AssetSelection.checks(redis_user_profiles_readback),
     )
     assert result.get_asset_check_evaluations()[0].passed
-
-
-def test_an_empty_income_drop_cannot_wipe_income_brackets(
-    pipeline_resources, redis_client, tmp_path
-):
-    instance = dg.DagsterInstance.ephemeral()
-    assert run_profile_path(pipeline_resources, instance).success
-    assert redis_client.hget("user:U000002", "income_bracket") == "level_2"
-
-    header_only = tmp_path / "income.csv"
-    header_only.write_text("email,income_bracket,enriched_at\n")
-    resources = {**pipeline_resources, "income_file": EnrichmentFileResource(path=str(header_only))}
-    result = run_profile_path(resources, instance)
-    guard = evaluations(result)["income_enrichment_shrink_guard"]
-    assert not result.success and not guard.passed
-    assert "raw.income_enrichment is empty" in guard.description
-    assert redis_client.hget("user:U000002", "income_bracket") == "level_2"

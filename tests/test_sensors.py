@@ -10,9 +10,9 @@ import pytest
 
 from personalization_pipeline.definitions import defs
 from personalization_pipeline.resources.enrichment import EnrichmentFileResource
-from personalization_pipeline.resources.redis import RedisResource
 from personalization_pipeline.resources.salesforce import SalesforceApiSource, SampleContactSource
 from personalization_pipeline.sensors import (
+    ATTEMPT_TAG,
     RETRY_OF_TAG,
     TRIGGER_TAG,
     income_enrichment_sensor,
@@ -194,20 +194,27 @@ def test_a_failed_run_is_requested_again_until_it_succeeds(pipeline_resources, c
         return salesforce_contacts_sensor.evaluate_tick(context)
 
     assert sensor_tick().run_requests == []
-    broken = {
-        **pipeline_resources,
-        "redis": RedisResource(url=f"redis://127.0.0.1:{free_port()}/0"),
-    }
+    unreadable = contacts_csv.with_name("unreadable.csv")
+    unreadable.write_text("Id\n")  # fails at once, without step retries
+    broken = {**pipeline_resources, "salesforce": SampleContactSource(path=str(unreadable))}
     job = defs.resolve_job_def("warehouse_actions_job")
     tags = {TRIGGER_TAG: "salesforce_contacts_sensor"}
-    failed = job.execute_in_process(
+    for attempt in (2, 3):
+        failed = job.execute_in_process(
+            resources=broken, instance=instance, tags=tags, raise_on_error=False
+        )
+        assert not failed.success
+        (retry,) = sensor_tick().run_requests
+        assert retry.run_key == f"retry:{failed.run_id}"
+        assert retry.tags[RETRY_OF_TAG] == failed.run_id
+        assert retry.tags[ATTEMPT_TAG] == str(attempt)
+        tags = retry.tags
+
+    last = job.execute_in_process(
         resources=broken, instance=instance, tags=tags, raise_on_error=False
     )
-    assert not failed.success
-
-    (retry,) = sensor_tick().run_requests
-    assert retry.run_key == f"retry:{failed.run_id}"
-    assert retry.tags[RETRY_OF_TAG] == failed.run_id
+    assert not last.success
+    assert sensor_tick().run_requests == [], "three failed runs in a row need a person"
 
     assert job.execute_in_process(
         resources=pipeline_resources, instance=instance, tags=tags

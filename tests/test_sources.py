@@ -8,7 +8,10 @@ import dagster as dg
 import duckdb
 import pytest
 
+from assets.activation import redis_user_profiles
 from assets.sources import income_enrichment, salesforce_contacts
+from assets.warehouse import user_profiles
+from personalization_pipeline.definitions import defs
 from personalization_pipeline.resources.enrichment import EnrichmentFileResource
 from personalization_pipeline.resources.salesforce import SampleContactSource
 from tests.conftest import SAMPLE_DIR
@@ -107,3 +110,34 @@ def test_contact_export_missing_a_column_fails_at_once_without_retries(
         failure.step_failure_data.user_failure_data.description,
     )
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+
+
+@pytest.mark.parametrize("kept_rows", [0, 100])
+def test_an_empty_or_truncated_income_drop_is_refused_and_the_last_one_kept(
+    pipeline_resources, redis_client, tmp_path: Path, kept_rows: int
+):
+    """Whichever source starts the next run, income brackets must not vanish from Redis."""
+    job = defs.resolve_job_def("warehouse_actions_job")
+    assert job.execute_in_process(resources=pipeline_resources).success
+    lines = (SAMPLE_DIR / "income_enrichment.csv").read_text().splitlines(keepends=True)
+    truncated = tmp_path / "income.csv"
+    truncated.write_text("".join(lines[: 1 + kept_rows]))
+    resources = {**pipeline_resources, "income_file": EnrichmentFileResource(path=str(truncated))}
+
+    refused = dg.materialize([income_enrichment], resources=resources, raise_on_error=False)
+    (failure,) = [e for e in refused.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.user_failure_data.description
+    assert "raw.income_enrichment keeps the previous drop" in message
+    assert not [e for e in refused.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+
+    # A contacts-triggered run afterwards still sees the last good drop.
+    rerun = dg.materialize(
+        [salesforce_contacts, income_enrichment, user_profiles, redis_user_profiles],
+        selection=[salesforce_contacts, user_profiles, redis_user_profiles],
+        resources=resources,
+    )
+    assert rerun.success
+    assert redis_client.hget("user:U000002", "income_bracket") == "level_2"
+    with duckdb.connect(pipeline_resources["warehouse"].path) as connection:
+        (rows,) = connection.execute("SELECT count(*) FROM raw.income_enrichment").fetchone()
+    assert rows == len(lines) - 1
