@@ -13,6 +13,14 @@ from personalization_pipeline.sync.engine import SyncSpec, sync_table
 from personalization_pipeline.sync.identify import IdentifyError, user_key
 
 PROFILE_TRAITS = ["email", "membership_status", "income_bracket"]
+# Defined in personalization_pipeline/checks.py (which imports this module, hence the names);
+# tests/test_definitions.py keeps the two in step.
+USER_PROFILES_BLOCKING_CHECKS = (
+    "user_profiles_user_id_valid",
+    "user_profiles_membership_status_allowed",
+    "user_profiles_income_bracket_format",
+    "user_profiles_shrink_guard",
+)
 PROFILE_SYNC = SyncSpec(
     name="user_profiles",
     source="analytics.user_profiles",
@@ -42,6 +50,7 @@ def redis_user_profiles(
     redis: RedisResource,
 ) -> dg.MaterializeResult:
     """Profiles in Redis as user:<userId> hashes, as RudderStack's Redis destination writes them."""
+    refuse_if_profiles_failed_their_checks(context)
     connected = nullcontext() if config.dry_run else closing(redis.get_client())
     with connected as client, warehouse.connect() as connection:
         result = sync_table(
@@ -72,6 +81,27 @@ def redis_user_profiles(
     else:
         metadata["preview"] = preview
     return dg.MaterializeResult(metadata=metadata)
+
+
+def refuse_if_profiles_failed_their_checks(context: dg.AssetExecutionContext) -> None:
+    """Runs that sync Redis without rebuilding user_profiles (the verify and reconcile
+    schedules) must not publish a table whose latest blocking checks failed: the failed run
+    already replaced it, and only its own sync step was skipped."""
+    failed = []
+    for name in USER_PROFILES_BLOCKING_CHECKS:
+        key = dg.AssetCheckKey(user_profiles.key, name)
+        record = context.instance.get_latest_asset_check_evaluation_record(key)
+        evaluation = record.evaluation if record else None
+        if evaluation is not None and not evaluation.passed:
+            failed.append(f"{name} (run {record.run_id})")
+    if failed:
+        raise dg.Failure(
+            description=(
+                f"user_profiles failed {', '.join(failed)}; Redis keeps the last good profiles. "
+                "Fix the source data (or the rule) and run warehouse_actions_job again"
+            ),
+            allow_retries=False,
+        )
 
 
 def _read_back_preview(connection, client, prefix: str) -> dg.MetadataValue:

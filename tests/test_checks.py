@@ -161,3 +161,37 @@ def test_sync_ignores_fields_it_does_not_own(pipeline_resources, redis_client):
         selection=dg.AssetSelection.checks(redis_user_profiles_readback),
     )
     assert result.get_asset_check_evaluations()[0].passed
+
+
+def test_syncs_without_a_rebuild_refuse_profiles_that_failed_their_checks(
+    pipeline_resources, redis_client, tmp_path
+):
+    """The verify and reconcile schedules sync Redis from user_profiles as it stands; after a
+    failed blocking check that table holds the rejected build, so they must refuse it."""
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_profile_path(pipeline_resources, instance).success
+    bad = edited_copy(
+        SAMPLE_DIR / "salesforce_contacts.csv",
+        tmp_path,
+        ",loyalty_member,U000001,",
+        ",gold,U000001,",
+    )
+    resources = {**pipeline_resources, "salesforce": SampleContactSource(path=bad)}
+    assert not run_profile_path(resources, instance).success
+
+    verify = defs.resolve_job_def("redis_profiles_job").execute_in_process(
+        resources=resources, instance=instance, raise_on_error=False
+    )
+    assert not verify.success
+    (failure,) = [e for e in verify.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "user_profiles failed user_profiles_membership_status_allowed" in (
+        failure.step_failure_data.user_failure_data.description
+    )
+    assert redis_client.hget("user:U000001", "membership_status") == "loyalty_member"
+
+    assert run_profile_path(pipeline_resources, instance).success
+    assert (
+        defs.resolve_job_def("redis_profiles_job")
+        .execute_in_process(resources=pipeline_resources, instance=instance)
+        .success
+    )
