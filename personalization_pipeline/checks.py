@@ -1,6 +1,6 @@
-"""Asset checks. The checks on income_enrichment and user_profiles are blocking: when one fails,
-the steps after it in the run are skipped, so a bad extract never reaches the keyspace the
-product reads."""
+"""Asset checks. The checks on user_profiles are blocking: when one fails, the sync in that run
+is skipped, and redis_user_profiles refuses to publish the table until a build passes them
+(see assets/activation.py), so a bad extract never reaches the keyspace the product reads."""
 
 from contextlib import closing
 
