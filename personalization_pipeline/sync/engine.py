@@ -4,20 +4,14 @@ A :class:`SyncSpec` names a DuckDB relation (table, view or query), its key colu
 columns to write (column → hash field) and a key template (``user:{key}``). Each row
 becomes what RudderStack's Redis destination writes for an identify with those traits:
 key ``[prefix:]user:<key>``, one HSET of the non-null fields, values rendered by
-:mod:`personalization_pipeline.sync.identify` (the one encoding; see "Rendering").
+:mod:`personalization_pipeline.sync.identify` (the one encoding), in DuckDB SQL by
+:mod:`personalization_pipeline.sync.render` (what each column type becomes is there).
 
-State lives in the warehouse schema ``sync``:
-
-- ``sync.snapshot_<name>``: per Redis key, the fingerprint of the values last written
-  (``hash()`` of the mapped columns), a bit mask of the fields that were non-null and a
-  hash of the spec. A run computes added / changed / removed / unchanged against it in SQL.
-  It is advanced after every batch, and only for rows whose replies were all successes,
-  so a run that dies midway leaves a snapshot from which the next run sends exactly the
-  rows that were not acknowledged.
-- ``sync.rejected_rows``: rows that could not be written, with reason and run id.
-  Invalid rows (blank key, duplicate key, nothing to write) are re-evaluated every run;
-  rows Redis refused (e.g. WRONGTYPE) are skipped until they change, then retried.
-- ``sync.runs``: one line per run with its counts.
+State lives in the warehouse schema ``sync`` (:mod:`personalization_pipeline.sync.state`):
+a snapshot per sync of what was last written, the rejected rows and a run log. A run
+computes added / changed / removed / unchanged against the snapshot in SQL and advances
+it after every batch, only for acknowledged rows, so a run that dies midway is resumed by
+the next.
 
 Modes:
 
@@ -40,21 +34,12 @@ removed with HDEL, so Redis equals the warehouse. ``remove_nulls=False`` is Rudd
 behaviour. A changed mapping (spec) counts every row as changed, and its nulls are all
 removed (the old field mask means nothing under the new mapping).
 
-Rendering: values are rendered in DuckDB SQL where the JavaScript rules coincide with a
-plain cast (VARCHAR; BOOLEAN; integers within ±2**53; doubles whose shortest repr is
-positional, which DuckDB prints as Python's ``repr``) and by the identify module's
-``js_number`` / ``js_json`` (as DuckDB functions) for everything else. The tests compare
-the two on random data. LIST columns are written as ``JSON.stringify``; DATE / TIME /
-TIMESTAMP / UUID as DuckDB's ISO text. STRUCT / MAP / JSON / BLOB are refused: select
-their members as columns named with dots (``"plan.tier"``) in the source query.
-
 Each batch is rendered to RESP by a single SQL ``string_agg`` and sent by the writer
 (``writer.py``) while DuckDB renders the next batch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
@@ -62,21 +47,28 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import duckdb
 import redis
 from redis.cluster import RedisCluster
 
-from personalization_pipeline.sync.identify import (
-    JS_WHITESPACE,
-    js_json,
-    js_number,
-    key_prefix,
-    parse_json,
-)
+from personalization_pipeline.sync.identify import JS_WHITESPACE, key_prefix
 from personalization_pipeline.sync.redis_config import RedisUnavailable
+from personalization_pipeline.sync.render import (
+    _ident,
+    _literal,
+    _register_udfs,
+    _resp_sql,
+    render_sql,
+)
+from personalization_pipeline.sync.state import (
+    _ensure_state,
+    _log_run,
+    _record_invalid,
+    _scalar,
+    _table_exists,
+)
 from personalization_pipeline.sync.writer import Batch, Writer, make_writer
 from personalization_pipeline.warehouse.transaction import transaction
 
@@ -98,7 +90,6 @@ ROW_ERRORS = ("WRONGTYPE",)
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _RELATION = re.compile(r'^[A-Za-z_][\w$]*(\.[A-Za-z_][\w$]*){0,2}$|^"')
-_CRLF = "\r\n"
 _BLANK = "[" + JS_WHITESPACE + "]*"
 
 
@@ -180,80 +171,6 @@ class SyncResult:
         }
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _resp_bulk(text: str) -> str:
-    """A constant RESP bulk string (length in UTF-8 bytes)."""
-    return f"${len(text.encode())}{_CRLF}{text}{_CRLF}"
-
-
-_UDF_NUMBER = "pp_sync_js_number"
-_UDF_JSON = "pp_sync_js_json"
-
-
-def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
-    for name, function in (
-        (_UDF_NUMBER, lambda text: js_number(Decimal(text))),
-        (_UDF_JSON, lambda text: js_json(parse_json(text, allow_non_finite=True))),
-    ):
-        # Registering twice on one connection raises; the first registration stays.
-        with contextlib.suppress(duckdb.Error):
-            con.create_function(name, function, ["VARCHAR"], "VARCHAR", side_effects=False)
-
-
-_EXACT_INTS = {"TINYINT", "SMALLINT", "INTEGER", "UTINYINT", "USMALLINT", "UINTEGER"}
-_WIDE_INTS = {"BIGINT", "UBIGINT", "HUGEINT", "UHUGEINT"}
-_AS_TEXT = ("DATE", "TIME", "TIMESTAMP", "UUID", "INTERVAL")
-
-
-def _render_double(expr: str) -> str:
-    # DuckDB prints doubles as Python's repr; inside [1e-4, 1e16) repr is positional and
-    # JS prints the same digits (minus a trailing ".0"). Elsewhere the identify module decides.
-    text = f"CAST({expr} AS VARCHAR)"
-    return (
-        f"CASE WHEN {expr} = 0 OR (abs({expr}) >= 0.0001 AND abs({expr}) < 1e16"
-        f" AND {text} NOT LIKE '%e%') THEN"
-        f" CASE WHEN suffix({text}, '.0') THEN {text}[:-3] ELSE {text} END"
-        f" ELSE {_UDF_NUMBER}({text}) END"
-    )
-
-
-def render_sql(expr: str, duck_type: str) -> str:
-    """SQL that renders ``expr`` exactly as ``identify.js_string`` / ``js_json`` would."""
-    kind = duck_type.upper()
-    if kind == "VARCHAR":
-        return expr
-    if kind == "BOOLEAN" or kind in _EXACT_INTS:
-        return f"CAST({expr} AS VARCHAR)"
-    if kind in _WIDE_INTS:
-        return (
-            f"CASE WHEN {expr} BETWEEN -9007199254740992 AND 9007199254740992"
-            f" THEN CAST({expr} AS VARCHAR) ELSE {_UDF_NUMBER}(CAST({expr} AS VARCHAR)) END"
-        )
-    if kind in ("DOUBLE", "FLOAT"):
-        return _render_double(f"CAST({expr} AS DOUBLE)")
-    decimal = re.match(r"DECIMAL\((\d+),\s*\d+\)", kind)
-    if decimal:
-        if int(decimal.group(1)) <= 15:
-            # Unscaled value and power of ten are exact doubles: the cast rounds once.
-            return _render_double(f"CAST({expr} AS DOUBLE)")
-        return f"{_UDF_NUMBER}(CAST({expr} AS VARCHAR))"
-    if kind.endswith("]"):
-        return f"{_UDF_JSON}(CAST(to_json({expr}) AS VARCHAR))"
-    if kind.startswith(_AS_TEXT):
-        return f"CAST({expr} AS VARCHAR)"
-    raise TypeError(
-        f"column {expr} has type {duck_type}, which has no identify rendering: select its "
-        'members as columns named with dots (e.g. s.tier AS "plan.tier") or cast it to VARCHAR'
-    )
-
-
 @dataclass
 class _Plan:
     """The SQL pieces for one spec against one source."""
@@ -326,33 +243,6 @@ def _build_plan(con: duckdb.DuckDBPyConnection, spec: SyncSpec, prefix: str) -> 
     )
 
 
-def _resp_sql(plan: _Plan) -> tuple[str, str]:
-    """(RESP text of a row of ``_sync_rows``, number of commands it holds).
-
-    One ``concat`` per row (it skips NULLs, so a null field's fragment simply vanishes);
-    chains of ``||`` would copy the growing string once per piece.
-    """
-    crlf = _literal(_CRLF)
-    head = f"{crlf}, '$', strlen(k), {crlf}, k, {crlf}"
-    hset_fields = ", ".join(
-        f"CASE WHEN v{i} IS NOT NULL THEN concat({_literal(_resp_bulk(name))}, '$',"
-        f" strlen(v{i}), {crlf}, v{i}, {crlf}) END"
-        for i, name in enumerate(plan.field_names)
-    )
-    hdel_fields = ", ".join(
-        f"CASE WHEN (del >> {i}) & 1 = 1 THEN {_literal(_resp_bulk(name))} END"
-        for i, name in enumerate(plan.field_names)
-    )
-    resp = (
-        f"concat(CASE WHEN nn <> 0 THEN concat('*', 2 + 2 * bit_count(nn), {crlf}, '$4',"
-        f" {crlf}, 'HSET', {head}, {hset_fields}) END,"
-        f" CASE WHEN del <> 0 THEN concat('*', 2 + bit_count(del), {crlf}, '$4', {crlf},"
-        f" 'HDEL', {head}, {hdel_fields}) END)"
-    )
-    commands = "CAST(nn <> 0 AS INTEGER) + CAST(del <> 0 AS INTEGER)"
-    return resp, commands
-
-
 def render_rows(
     con: duckdb.DuckDBPyConnection, spec: SyncSpec, prefix: str = ""
 ) -> list[tuple[str | None, dict[str, str]]]:
@@ -368,38 +258,6 @@ def render_rows(
         (row[0], {n: v for n, v in zip(names, row[1:], strict=True) if v is not None})
         for row in rows
     ]
-
-
-def _ensure_state(con: duckdb.DuckDBPyConnection, snapshot: str) -> None:
-    con.execute("CREATE SCHEMA IF NOT EXISTS sync")
-    con.execute(
-        f"CREATE TABLE IF NOT EXISTS {snapshot} (key VARCHAR NOT NULL,"
-        " fingerprint UBIGINT NOT NULL, fields_mask UBIGINT NOT NULL, spec UBIGINT NOT NULL)"
-    )
-    con.execute(
-        "CREATE TABLE IF NOT EXISTS sync.rejected_rows (sync_name VARCHAR NOT NULL,"
-        " run_id VARCHAR NOT NULL, key_value VARCHAR, redis_key VARCHAR, fingerprint UBIGINT,"
-        " reason VARCHAR NOT NULL, kind VARCHAR NOT NULL, rejected_at TIMESTAMPTZ NOT NULL)"
-    )
-    con.execute(
-        "CREATE TABLE IF NOT EXISTS sync.runs (sync_name VARCHAR NOT NULL, run_id VARCHAR NOT"
-        " NULL, mode VARCHAR, status VARCHAR, added BIGINT, changed BIGINT, removed BIGINT,"
-        " unchanged BIGINT, rejected BIGINT, rows_written BIGINT, seconds DOUBLE, error VARCHAR,"
-        " finished_at TIMESTAMPTZ)"
-    )
-
-
-def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    found = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [schema, table],
-    ).fetchone()
-    return bool(found and found[0])
-
-
-def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> Any:
-    row = con.execute(sql, params or []).fetchone()
-    return row[0] if row else None
 
 
 def sync_table(
@@ -475,29 +333,6 @@ def sync_table(
     )
     _log_run(con, result, started, "succeeded", None)
     return result
-
-
-def _log_run(con, result: SyncResult, started: float, status: str, error: str | None) -> None:
-    result.seconds = time.perf_counter() - started
-    if result.dry_run:
-        return
-    con.execute(
-        "INSERT INTO sync.runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
-        [
-            result.sync,
-            result.run_id,
-            result.mode,
-            status,
-            result.added,
-            result.changed,
-            result.removed,
-            result.unchanged,
-            result.rejected,
-            result.rows_written,
-            result.seconds,
-            error,
-        ],
-    )
 
 
 def _diff(
@@ -656,25 +491,6 @@ def _samples(con: duckdb.DuckDBPyConnection, plan: _Plan, size: int) -> dict[str
     return samples
 
 
-def _record_invalid(con: duckdb.DuckDBPyConnection, name: str, run_id: str) -> None:
-    """Replace this sync's invalid rows; drop refused rows that changed since (retry them)."""
-    with transaction(con):
-        con.execute(
-            "DELETE FROM sync.rejected_rows WHERE sync_name = ? AND kind = 'invalid'", [name]
-        )
-        if _scalar(con, "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ?", [name]):
-            con.execute(
-                "DELETE FROM sync.rejected_rows r WHERE sync_name = ? AND NOT EXISTS"
-                " (SELECT 1 FROM _sync_cur c WHERE c.k = r.redis_key AND c.fp = r.fingerprint)",
-                [name],
-            )
-        con.execute(
-            "INSERT INTO sync.rejected_rows SELECT ?, ?, key_value, k, fp, reason, 'invalid', now()"
-            " FROM _sync_invalid",
-            [name, run_id],
-        )
-
-
 def _write(
     con: duckdb.DuckDBPyConnection,
     plan: _Plan,
@@ -698,7 +514,7 @@ def _write(
         SELECT *, rn // {batch_size} AS batch_no FROM ({_plan_rows_sql(plan, "_sync_plan")})
         """
     )
-    resp, commands = _resp_sql(plan)
+    resp, commands = _resp_sql(plan.field_names)
     batch_rows = (
         f"(SELECT rn, k, nn, del, {resp} AS resp, {commands} AS ncmd FROM (SELECT rn, k, nn, del,"
         f" {plan.values_from_raw()} FROM _sync_rows WHERE batch_no = ?))"

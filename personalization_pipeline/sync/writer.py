@@ -1,6 +1,6 @@
 """Pipelined writes of whole batches of hand-built RESP commands.
 
-The engine renders every command of a batch in DuckDB SQL (see ``engine.py``) and hands
+The engine renders every command of a batch in DuckDB SQL (see ``render.py``) and hands
 the writer one ``bytes`` payload. The writer sends it on a redis-py connection (so AUTH,
 ACL user, TLS and SELECT are redis-py's) and reads the replies straight from the socket.
 Every command we send (HSET, HDEL) answers with a one-line reply (``:n`` or ``-ERR``), so

@@ -1,0 +1,128 @@
+"""Rendering DuckDB values as identify strings and rows as RESP, in DuckDB SQL.
+
+Values are rendered in DuckDB SQL where the JavaScript rules coincide with a plain cast
+(VARCHAR; BOOLEAN; integers within ±2**53; doubles whose shortest repr is positional, which
+DuckDB prints as Python's ``repr``) and by the identify module's ``js_number`` / ``js_json``
+(as DuckDB functions) for everything else. The tests compare the two on random data. LIST
+columns are written as ``JSON.stringify``; DATE / TIME / TIMESTAMP / UUID as DuckDB's ISO
+text. STRUCT / MAP / JSON / BLOB are refused: select their members as columns named with dots
+(``"plan.tier"``) in the source query.
+
+A row's HSET / HDEL commands are rendered to RESP text by one SQL ``concat`` (:func:`_resp_sql`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Sequence
+from decimal import Decimal
+
+import duckdb
+
+from personalization_pipeline.sync.identify import js_json, js_number, parse_json
+
+__all__ = ["render_sql"]
+
+_CRLF = "\r\n"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _resp_bulk(text: str) -> str:
+    """A constant RESP bulk string (length in UTF-8 bytes)."""
+    return f"${len(text.encode())}{_CRLF}{text}{_CRLF}"
+
+
+_UDF_NUMBER = "pp_sync_js_number"
+_UDF_JSON = "pp_sync_js_json"
+
+
+def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
+    for name, function in (
+        (_UDF_NUMBER, lambda text: js_number(Decimal(text))),
+        (_UDF_JSON, lambda text: js_json(parse_json(text, allow_non_finite=True))),
+    ):
+        # Registering twice on one connection raises; the first registration stays.
+        with contextlib.suppress(duckdb.Error):
+            con.create_function(name, function, ["VARCHAR"], "VARCHAR", side_effects=False)
+
+
+_EXACT_INTS = {"TINYINT", "SMALLINT", "INTEGER", "UTINYINT", "USMALLINT", "UINTEGER"}
+_WIDE_INTS = {"BIGINT", "UBIGINT", "HUGEINT", "UHUGEINT"}
+_AS_TEXT = ("DATE", "TIME", "TIMESTAMP", "UUID", "INTERVAL")
+
+
+def _render_double(expr: str) -> str:
+    # DuckDB prints doubles as Python's repr; inside [1e-4, 1e16) repr is positional and
+    # JS prints the same digits (minus a trailing ".0"). Elsewhere the identify module decides.
+    text = f"CAST({expr} AS VARCHAR)"
+    return (
+        f"CASE WHEN {expr} = 0 OR (abs({expr}) >= 0.0001 AND abs({expr}) < 1e16"
+        f" AND {text} NOT LIKE '%e%') THEN"
+        f" CASE WHEN suffix({text}, '.0') THEN {text}[:-3] ELSE {text} END"
+        f" ELSE {_UDF_NUMBER}({text}) END"
+    )
+
+
+def render_sql(expr: str, duck_type: str) -> str:
+    """SQL that renders ``expr`` exactly as ``identify.js_string`` / ``js_json`` would."""
+    kind = duck_type.upper()
+    if kind == "VARCHAR":
+        return expr
+    if kind == "BOOLEAN" or kind in _EXACT_INTS:
+        return f"CAST({expr} AS VARCHAR)"
+    if kind in _WIDE_INTS:
+        return (
+            f"CASE WHEN {expr} BETWEEN -9007199254740992 AND 9007199254740992"
+            f" THEN CAST({expr} AS VARCHAR) ELSE {_UDF_NUMBER}(CAST({expr} AS VARCHAR)) END"
+        )
+    if kind in ("DOUBLE", "FLOAT"):
+        return _render_double(f"CAST({expr} AS DOUBLE)")
+    decimal = re.match(r"DECIMAL\((\d+),\s*\d+\)", kind)
+    if decimal:
+        if int(decimal.group(1)) <= 15:
+            # Unscaled value and power of ten are exact doubles: the cast rounds once.
+            return _render_double(f"CAST({expr} AS DOUBLE)")
+        return f"{_UDF_NUMBER}(CAST({expr} AS VARCHAR))"
+    if kind.endswith("]"):
+        return f"{_UDF_JSON}(CAST(to_json({expr}) AS VARCHAR))"
+    if kind.startswith(_AS_TEXT):
+        return f"CAST({expr} AS VARCHAR)"
+    raise TypeError(
+        f"column {expr} has type {duck_type}, which has no identify rendering: select its "
+        'members as columns named with dots (e.g. s.tier AS "plan.tier") or cast it to VARCHAR'
+    )
+
+
+def _resp_sql(field_names: Sequence[str]) -> tuple[str, str]:
+    """(RESP text of a row of ``_sync_rows``, number of commands it holds).
+
+    One ``concat`` per row (it skips NULLs, so a null field's fragment simply vanishes);
+    chains of ``||`` would copy the growing string once per piece.
+    """
+    crlf = _literal(_CRLF)
+    head = f"{crlf}, '$', strlen(k), {crlf}, k, {crlf}"
+    hset_fields = ", ".join(
+        f"CASE WHEN v{i} IS NOT NULL THEN concat({_literal(_resp_bulk(name))}, '$',"
+        f" strlen(v{i}), {crlf}, v{i}, {crlf}) END"
+        for i, name in enumerate(field_names)
+    )
+    hdel_fields = ", ".join(
+        f"CASE WHEN (del >> {i}) & 1 = 1 THEN {_literal(_resp_bulk(name))} END"
+        for i, name in enumerate(field_names)
+    )
+    resp = (
+        f"concat(CASE WHEN nn <> 0 THEN concat('*', 2 + 2 * bit_count(nn), {crlf}, '$4',"
+        f" {crlf}, 'HSET', {head}, {hset_fields}) END,"
+        f" CASE WHEN del <> 0 THEN concat('*', 2 + bit_count(del), {crlf}, '$4', {crlf},"
+        f" 'HDEL', {head}, {hdel_fields}) END)"
+    )
+    commands = "CAST(nn <> 0 AS INTEGER) + CAST(del <> 0 AS INTEGER)"
+    return resp, commands

@@ -1,0 +1,102 @@
+"""The sync's state in the warehouse schema ``sync``: its tables, rejected rows and run log.
+
+- ``sync.snapshot_<name>``: per Redis key, the fingerprint of the values last written
+  (``hash()`` of the mapped columns), a bit mask of the fields that were non-null and a
+  hash of the spec. A run computes added / changed / removed / unchanged against it in SQL.
+  It is advanced after every batch, and only for rows whose replies were all successes,
+  so a run that dies midway leaves a snapshot from which the next run sends exactly the
+  rows that were not acknowledged.
+- ``sync.rejected_rows``: rows that could not be written, with reason and run id.
+  Invalid rows (blank key, duplicate key, nothing to write) are re-evaluated every run;
+  rows Redis refused (e.g. WRONGTYPE) are skipped until they change, then retried.
+- ``sync.runs``: one line per run with its counts.
+
+The diff and the snapshot's advance per batch are the engine's (``engine.py``);
+:func:`_record_invalid` reads the diff's temp tables ``_sync_cur`` and ``_sync_invalid``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+from personalization_pipeline.warehouse.transaction import transaction
+
+if TYPE_CHECKING:
+    from personalization_pipeline.sync.engine import SyncResult
+
+
+def _ensure_state(con: duckdb.DuckDBPyConnection, snapshot: str) -> None:
+    con.execute("CREATE SCHEMA IF NOT EXISTS sync")
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {snapshot} (key VARCHAR NOT NULL,"
+        " fingerprint UBIGINT NOT NULL, fields_mask UBIGINT NOT NULL, spec UBIGINT NOT NULL)"
+    )
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS sync.rejected_rows (sync_name VARCHAR NOT NULL,"
+        " run_id VARCHAR NOT NULL, key_value VARCHAR, redis_key VARCHAR, fingerprint UBIGINT,"
+        " reason VARCHAR NOT NULL, kind VARCHAR NOT NULL, rejected_at TIMESTAMPTZ NOT NULL)"
+    )
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS sync.runs (sync_name VARCHAR NOT NULL, run_id VARCHAR NOT"
+        " NULL, mode VARCHAR, status VARCHAR, added BIGINT, changed BIGINT, removed BIGINT,"
+        " unchanged BIGINT, rejected BIGINT, rows_written BIGINT, seconds DOUBLE, error VARCHAR,"
+        " finished_at TIMESTAMPTZ)"
+    )
+
+
+def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    found = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema, table],
+    ).fetchone()
+    return bool(found and found[0])
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> Any:
+    row = con.execute(sql, params or []).fetchone()
+    return row[0] if row else None
+
+
+def _log_run(con, result: SyncResult, started: float, status: str, error: str | None) -> None:
+    result.seconds = time.perf_counter() - started
+    if result.dry_run:
+        return
+    con.execute(
+        "INSERT INTO sync.runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+        [
+            result.sync,
+            result.run_id,
+            result.mode,
+            status,
+            result.added,
+            result.changed,
+            result.removed,
+            result.unchanged,
+            result.rejected,
+            result.rows_written,
+            result.seconds,
+            error,
+        ],
+    )
+
+
+def _record_invalid(con: duckdb.DuckDBPyConnection, name: str, run_id: str) -> None:
+    """Replace this sync's invalid rows; drop refused rows that changed since (retry them)."""
+    with transaction(con):
+        con.execute(
+            "DELETE FROM sync.rejected_rows WHERE sync_name = ? AND kind = 'invalid'", [name]
+        )
+        if _scalar(con, "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ?", [name]):
+            con.execute(
+                "DELETE FROM sync.rejected_rows r WHERE sync_name = ? AND NOT EXISTS"
+                " (SELECT 1 FROM _sync_cur c WHERE c.k = r.redis_key AND c.fp = r.fingerprint)",
+                [name],
+            )
+        con.execute(
+            "INSERT INTO sync.rejected_rows SELECT ?, ?, key_value, k, fp, reason, 'invalid', now()"
+            " FROM _sync_invalid",
+            [name, run_id],
+        )
