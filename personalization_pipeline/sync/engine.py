@@ -56,18 +56,18 @@ from redis.cluster import RedisCluster
 from personalization_pipeline.sync.identify import JS_WHITESPACE, key_prefix
 from personalization_pipeline.sync.redis_config import RedisUnavailable
 from personalization_pipeline.sync.render import (
-    _ident,
-    _literal,
-    _register_udfs,
-    _resp_sql,
+    ident,
+    literal,
+    register_udfs,
     render_sql,
+    resp_sql,
 )
 from personalization_pipeline.sync.state import (
-    _ensure_state,
-    _log_run,
-    _record_invalid,
-    _scalar,
-    _table_exists,
+    ensure_state,
+    log_run,
+    record_invalid,
+    scalar,
+    table_exists,
 )
 from personalization_pipeline.sync.writer import Batch, Writer, make_writer
 from personalization_pipeline.warehouse.transaction import transaction
@@ -193,7 +193,7 @@ class _Plan:
     def values_sql(self) -> list[str]:
         """Rendered mapped columns, read from the source relation."""
         return [
-            render_sql(_ident(c), t) for c, t in zip(self.columns, self.column_types, strict=True)
+            render_sql(ident(c), t) for c, t in zip(self.columns, self.column_types, strict=True)
         ]
 
     def values_from_raw(self) -> str:
@@ -218,15 +218,15 @@ def _build_plan(con: duckdb.DuckDBPyConnection, spec: SyncSpec, prefix: str) -> 
         raise SyncError(
             f"sync {spec.name}: {spec.source!r} has no column(s) {missing}; it has {list(types)}"
         )
-    _register_udfs(con)
+    register_udfs(con)
     columns = list(spec.fields)
-    key_text = render_sql(_ident(spec.key_column), types[spec.key_column])
+    key_text = render_sql(ident(spec.key_column), types[spec.key_column])
     before, after = spec.key_template.split("{key}")
     key_sql = (
         # JS trim() semantics; a regular expression is ~30x faster than trim(x, characters).
-        f"CASE WHEN {key_text} IS NULL OR regexp_full_match({key_text}, {_literal(_BLANK)})"
+        f"CASE WHEN {key_text} IS NULL OR regexp_full_match({key_text}, {literal(_BLANK)})"
         " THEN NULL"
-        f" ELSE concat({_literal(key_prefix(prefix) + before)}, {key_text}, {_literal(after)}) END"
+        f" ELSE concat({literal(key_prefix(prefix) + before)}, {key_text}, {literal(after)}) END"
     )
     column_types = [types[c] for c in columns]
     head = key_prefix(prefix) + before
@@ -289,16 +289,16 @@ def sync_table(
     plan = _build_plan(con, spec, prefix)
     snapshot = f"sync.snapshot_{spec.name}"
     if dry_run:
-        if not _table_exists(con, "sync", f"snapshot_{spec.name}"):
+        if not table_exists(con, "sync", f"snapshot_{spec.name}"):
             snapshot = "(SELECT NULL::VARCHAR AS key, 0::UBIGINT AS fingerprint,"
             snapshot += " 0::UBIGINT AS fields_mask, 0::UBIGINT AS spec WHERE false)"
-        has_rejected = _table_exists(con, "sync", "rejected_rows")
+        has_rejected = table_exists(con, "sync", "rejected_rows")
     else:
-        _ensure_state(con, snapshot)
+        ensure_state(con, snapshot)
         has_rejected = True
 
     _diff(con, plan, snapshot, result, mode, remove_nulls, has_rejected)
-    snapshot_rows = _scalar(con, f"SELECT count(*) FROM {snapshot}")
+    snapshot_rows = scalar(con, f"SELECT count(*) FROM {snapshot}")
     if mode == "mirror" and result.removed:
         fraction = result.removed / max(snapshot_rows, 1)
         if fraction > max_delete_fraction:
@@ -308,7 +308,7 @@ def sync_table(
                 " nothing was written. Check the source, or rerun with force=True"
             )
             if not dry_run and not force:
-                _log_run(con, result, started, "refused", message)
+                log_run(con, result, started, "refused", message)
                 raise SyncError(message)
             result.warnings.append(message)
 
@@ -317,21 +317,21 @@ def sync_table(
         result.seconds = time.perf_counter() - started
         return result
 
-    _record_invalid(con, spec.name, result.run_id)
+    record_invalid(con, spec.name, result.run_id)
     try:
         _write(con, plan, snapshot, target, result, batch_size)
     except (SyncError, RedisUnavailable, redis.RedisError, OSError) as error:
-        _log_run(con, result, started, "failed", str(error))
+        log_run(con, result, started, "failed", str(error))
         if isinstance(error, SyncError | RedisUnavailable):
             raise
         raise RedisUnavailable(
             f"sync {spec.name}: Redis failed after {result.rows_written} rows ({error});"
             " acknowledged rows are in the snapshot: rerun to send the rest"
         ) from error
-    result.rejected = _scalar(
+    result.rejected = scalar(
         con, "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ?", [spec.name]
     )
-    _log_run(con, result, started, "succeeded", None)
+    log_run(con, result, started, "succeeded", None)
     return result
 
 
@@ -348,7 +348,7 @@ def _diff(
     ``_sync_invalid`` (rows that cannot be written, with the reason) and ``_sync_plan``
     (rows to send: added, changed, removed; every valid row in full mode)."""
     spec = plan.spec
-    columns = [_ident(c) for c in plan.columns]
+    columns = [ident(c) for c in plan.columns]
     mask = " | ".join(f"(CAST({c} IS NOT NULL AS UBIGINT) << {i})" for i, c in enumerate(columns))
     con.execute(
         f"""
@@ -371,9 +371,9 @@ def _diff(
         CREATE OR REPLACE TEMP TABLE _sync_invalid AS
         SELECT coalesce(blank_key, c.k[{len(plan.key_head) + 1}:{-len(plan.key_tail) - 1}])
                 AS key_value, c.k, fp,
-            CASE WHEN c.k IS NULL THEN {_literal(BLANK_KEY)}
+            CASE WHEN c.k IS NULL THEN {literal(BLANK_KEY)}
                  WHEN d.n IS NOT NULL THEN 'Duplicate key: ' || d.n || ' rows share it'
-                 ELSE {_literal(NOTHING_TO_WRITE)} END AS reason
+                 ELSE {literal(NOTHING_TO_WRITE)} END AS reason
         FROM _sync_cur c
         LEFT JOIN _sync_dups d ON d.k = c.k
         WHERE c.k IS NULL OR c.nn = 0 OR d.n IS NOT NULL
@@ -392,7 +392,7 @@ def _diff(
             f" ELSE (s.fields_mask & ~c.nn) END"
         )
     refused = "false"
-    if has_rejected and _scalar(
+    if has_rejected and scalar(
         con,
         "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ? AND kind = 'write'",
         [spec.name],
@@ -400,7 +400,7 @@ def _diff(
         # Rows Redis refused wait until they change (a different fingerprint) to be retried.
         refused = (
             "EXISTS (SELECT 1 FROM sync.rejected_rows r WHERE r.sync_name = "
-            f"{_literal(spec.name)} AND r.kind = 'write' AND r.redis_key = c.k"
+            f"{literal(spec.name)} AND r.kind = 'write' AND r.redis_key = c.k"
             " AND r.fingerprint = c.fp)"
         )
     valid = "c.k IS NOT NULL AND c.nn <> 0 AND c.k NOT IN (SELECT k FROM _sync_dups)"
@@ -431,11 +431,11 @@ def _diff(
         """
     )
     counts = dict(con.execute("SELECT op, count(*) FROM _sync_plan GROUP BY op").fetchall())
-    total = _scalar(con, "SELECT count(*) FROM _sync_cur")
-    invalid = _scalar(con, "SELECT count(*) FROM _sync_invalid")
+    total = scalar(con, "SELECT count(*) FROM _sync_cur")
+    invalid = scalar(con, "SELECT count(*) FROM _sync_invalid")
     skipped = 0
     if refused != "false":
-        skipped = _scalar(con, f"SELECT count(*) FROM _sync_cur c WHERE {valid} AND {refused}")
+        skipped = scalar(con, f"SELECT count(*) FROM _sync_cur c WHERE {valid} AND {refused}")
     result.added = counts.get("added", 0)
     result.changed = counts.get("changed", 0)
     result.removed = counts.get("removed", 0)
@@ -448,7 +448,7 @@ def _diff(
 def _plan_rows_sql(plan: _Plan, keys: str) -> str:
     """Plan rows in ``keys`` (a relation shaped like ``_sync_plan``) with the raw values of
     their source row as ``c0, c1, …`` (NULL for removed rows)."""
-    raw = ", ".join(f"{_ident(c)} AS c{i}" for i, c in enumerate(plan.columns))
+    raw = ", ".join(f"{ident(c)} AS c{i}" for i, c in enumerate(plan.columns))
     nulls = ", ".join(f"NULL AS c{i}" for i in range(len(plan.columns)))
     return f"""
         SELECT p.*, v.* EXCLUDE (k) FROM {keys} p
@@ -499,7 +499,7 @@ def _write(
     result: SyncResult,
     batch_size: int,
 ) -> None:
-    total = _scalar(con, "SELECT count(*) FROM _sync_plan")
+    total = scalar(con, "SELECT count(*) FROM _sync_plan")
     if not total:
         return
     if target is None:
@@ -514,7 +514,7 @@ def _write(
         SELECT *, rn // {batch_size} AS batch_no FROM ({_plan_rows_sql(plan, "_sync_plan")})
         """
     )
-    resp, commands = _resp_sql(plan.field_names)
+    resp, commands = resp_sql(plan.field_names)
     batch_rows = (
         f"(SELECT rn, k, nn, del, {resp} AS resp, {commands} AS ncmd FROM (SELECT rn, k, nn, del,"
         f" {plan.values_from_raw()} FROM _sync_rows WHERE batch_no = ?))"

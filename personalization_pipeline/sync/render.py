@@ -8,7 +8,7 @@ columns are written as ``JSON.stringify``; DATE / TIME / TIMESTAMP / UUID as Duc
 text. STRUCT / MAP / JSON / BLOB are refused: select their members as columns named with dots
 (``"plan.tier"``) in the source query.
 
-A row's HSET / HDEL commands are rendered to RESP text by one SQL ``concat`` (:func:`_resp_sql`).
+A row's HSET / HDEL commands are rendered to RESP text by one SQL ``concat`` (:func:`resp_sql`).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ __all__ = ["render_sql"]
 _CRLF = "\r\n"
 
 
-def _literal(text: str) -> str:
+def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _ident(name: str) -> str:
+def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -44,7 +44,7 @@ _UDF_NUMBER = "pp_sync_js_number"
 _UDF_JSON = "pp_sync_js_json"
 
 
-def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
+def register_udfs(con: duckdb.DuckDBPyConnection) -> None:
     for name, function in (
         (_UDF_NUMBER, lambda text: js_number(Decimal(text))),
         (_UDF_JSON, lambda text: js_json(parse_json(text, allow_non_finite=True))),
@@ -101,21 +101,21 @@ def render_sql(expr: str, duck_type: str) -> str:
     )
 
 
-def _resp_sql(field_names: Sequence[str]) -> tuple[str, str]:
+def resp_sql(field_names: Sequence[str]) -> tuple[str, str]:
     """(RESP text of a row of ``_sync_rows``, number of commands it holds).
 
     One ``concat`` per row (it skips NULLs, so a null field's fragment simply vanishes);
     chains of ``||`` would copy the growing string once per piece.
     """
-    crlf = _literal(_CRLF)
+    crlf = literal(_CRLF)
     head = f"{crlf}, '$', strlen(k), {crlf}, k, {crlf}"
     hset_fields = ", ".join(
-        f"CASE WHEN v{i} IS NOT NULL THEN concat({_literal(_resp_bulk(name))}, '$',"
+        f"CASE WHEN v{i} IS NOT NULL THEN concat({literal(_resp_bulk(name))}, '$',"
         f" strlen(v{i}), {crlf}, v{i}, {crlf}) END"
         for i, name in enumerate(field_names)
     )
     hdel_fields = ", ".join(
-        f"CASE WHEN (del >> {i}) & 1 = 1 THEN {_literal(_resp_bulk(name))} END"
+        f"CASE WHEN (del >> {i}) & 1 = 1 THEN {literal(_resp_bulk(name))} END"
         for i, name in enumerate(field_names)
     )
     resp = (

@@ -12,7 +12,7 @@
 - ``sync.runs``: one line per run with its counts.
 
 The diff and the snapshot's advance per batch are the engine's (``engine.py``);
-:func:`_record_invalid` reads the diff's temp tables ``_sync_cur`` and ``_sync_invalid``.
+:func:`record_invalid` reads the diff's temp tables ``_sync_cur`` and ``_sync_invalid``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from personalization_pipeline.sync.engine import SyncResult
 
 
-def _ensure_state(con: duckdb.DuckDBPyConnection, snapshot: str) -> None:
+def ensure_state(con: duckdb.DuckDBPyConnection, snapshot: str) -> None:
     con.execute("CREATE SCHEMA IF NOT EXISTS sync")
     con.execute(
         f"CREATE TABLE IF NOT EXISTS {snapshot} (key VARCHAR NOT NULL,"
@@ -47,7 +47,7 @@ def _ensure_state(con: duckdb.DuckDBPyConnection, snapshot: str) -> None:
     )
 
 
-def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     found = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
         [schema, table],
@@ -55,12 +55,12 @@ def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bo
     return bool(found and found[0])
 
 
-def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> Any:
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> Any:
     row = con.execute(sql, params or []).fetchone()
     return row[0] if row else None
 
 
-def _log_run(con, result: SyncResult, started: float, status: str, error: str | None) -> None:
+def log_run(con, result: SyncResult, started: float, status: str, error: str | None) -> None:
     result.seconds = time.perf_counter() - started
     if result.dry_run:
         return
@@ -83,13 +83,13 @@ def _log_run(con, result: SyncResult, started: float, status: str, error: str | 
     )
 
 
-def _record_invalid(con: duckdb.DuckDBPyConnection, name: str, run_id: str) -> None:
+def record_invalid(con: duckdb.DuckDBPyConnection, name: str, run_id: str) -> None:
     """Replace this sync's invalid rows; drop refused rows that changed since (retry them)."""
     with transaction(con):
         con.execute(
             "DELETE FROM sync.rejected_rows WHERE sync_name = ? AND kind = 'invalid'", [name]
         )
-        if _scalar(con, "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ?", [name]):
+        if scalar(con, "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ?", [name]):
             con.execute(
                 "DELETE FROM sync.rejected_rows r WHERE sync_name = ? AND NOT EXISTS"
                 " (SELECT 1 FROM _sync_cur c WHERE c.k = r.redis_key AND c.fp = r.fingerprint)",
