@@ -90,10 +90,9 @@ def refuse_if_profiles_failed_their_checks(context: dg.AssetExecutionContext) ->
     failed = []
     for name in USER_PROFILES_BLOCKING_CHECKS:
         key = dg.AssetCheckKey(user_profiles.key, name)
-        record = context.instance.get_latest_asset_check_evaluation_record(key)
-        evaluation = record.evaluation if record else None
+        evaluation, run_id = latest_check_evaluation(context.instance, key)
         if evaluation is not None and not evaluation.passed:
-            failed.append(f"{name} (run {record.run_id})")
+            failed.append(f"{name} (run {run_id})")
     if failed:
         raise dg.Failure(
             description=(
@@ -102,6 +101,17 @@ def refuse_if_profiles_failed_their_checks(context: dg.AssetExecutionContext) ->
             ),
             allow_retries=False,
         )
+
+
+def latest_check_evaluation(
+    instance: dg.DagsterInstance, key: dg.AssetCheckKey
+) -> tuple[dg.AssetCheckEvaluation | None, str | None]:
+    """The newest finished evaluation of a check. Newer records can be merely planned: a run
+    in progress, or one whose upstream step failed before the check could run."""
+    for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=20):
+        if isinstance(record.evaluation, dg.AssetCheckEvaluation):
+            return record.evaluation, record.run_id
+    return None, None
 
 
 def _read_back_preview(connection, client, prefix: str) -> dg.MetadataValue:

@@ -178,6 +178,11 @@ def test_syncs_without_a_rebuild_refuse_profiles_that_failed_their_checks(
     )
     resources = {**pipeline_resources, "salesforce": SampleContactSource(path=bad)}
     assert not run_profile_path(resources, instance).success
+    # A later run that dies before its checks leaves them planned; the failure still counts.
+    unreadable = tmp_path / "unreadable.csv"
+    unreadable.write_text("Id\n")
+    broken = {**pipeline_resources, "salesforce": SampleContactSource(path=str(unreadable))}
+    assert not run_profile_path(broken, instance).success
 
     verify = defs.resolve_job_def("redis_profiles_job").execute_in_process(
         resources=resources, instance=instance, raise_on_error=False
@@ -190,6 +195,23 @@ def test_syncs_without_a_rebuild_refuse_profiles_that_failed_their_checks(
     assert redis_client.hget("user:U000001", "membership_status") == "loyalty_member"
 
     assert run_profile_path(pipeline_resources, instance).success
+    assert (
+        defs.resolve_job_def("redis_profiles_job")
+        .execute_in_process(resources=pipeline_resources, instance=instance)
+        .success
+    )
+
+
+def test_a_run_that_failed_before_its_checks_does_not_block_or_break_the_sync(
+    pipeline_resources, tmp_path
+):
+    """Its checks stay planned, never evaluated; the last finished evaluation decides."""
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_profile_path(pipeline_resources, instance).success
+    unreadable = tmp_path / "contacts.csv"
+    unreadable.write_text("Id\n")
+    broken = {**pipeline_resources, "salesforce": SampleContactSource(path=str(unreadable))}
+    assert not run_profile_path(broken, instance).success
     assert (
         defs.resolve_job_def("redis_profiles_job")
         .execute_in_process(resources=pipeline_resources, instance=instance)
