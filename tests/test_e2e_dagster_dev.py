@@ -23,6 +23,9 @@ RUN_SECONDS = 180
 ASSET_GRAPH_QUERY = """
 { assetNodes { assetKey { path } groupName dependencyKeys { path } } }
 """
+RUNS_QUERY = """
+{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }
+"""
 SENSORS_QUERY = """
 query ($selector: RepositorySelector!) {
   sensorsOrError(repositorySelector: $selector) {
@@ -123,6 +126,18 @@ def test_ui_serves_the_graph_runs_the_job_and_sensors_are_on(dagster_dev, redis_
         assert time.monotonic() < deadline, f"run {run_id} still {status}"
         time.sleep(1)
     assert status == "SUCCESS"
+    # The sensors started runs of their own at start-up, beside ours: every run must succeed.
+    deadline = time.monotonic() + RUN_SECONDS
+    while True:
+        runs = graphql(dagster_dev, RUNS_QUERY)["runsOrError"]["results"]
+        if all(run["status"] in ("SUCCESS", "FAILURE", "CANCELED") for run in runs):
+            break
+        assert time.monotonic() < deadline, runs
+        time.sleep(1)
+    assert len(runs) >= 3, "both sensors should have started a run"
+    assert {run["runId"]: run["status"] for run in runs} == {
+        run["runId"]: "SUCCESS" for run in runs
+    }
     expected = expected_hashes()
     assert set(redis_client.scan_iter(count=1000)) == set(expected)
     for key in ("user:U000001", "user:U000002"):
