@@ -61,21 +61,11 @@ def user_profiles_membership_status_allowed(
     warehouse: WarehouseResource, rules: ProfileRulesResource
 ) -> dg.AssetCheckResult:
     """membership_status is null or one of PROFILE_MEMBERSHIP_STATUSES."""
-    violations, examples = _violations(
-        warehouse,
-        """
-        SELECT membership_status, count(*) FROM analytics.user_profiles
-        WHERE membership_status IS NOT NULL AND NOT list_contains(?, membership_status)
-        GROUP BY ALL ORDER BY count(*) DESC, membership_status
-        """,
-        [rules.allowed_membership_statuses],
-    )
-    return _result(
-        violations,
-        examples,
-        f"rows with a membership_status outside {rules.allowed_membership_statuses}",
-        ["membership_status", "rows"],
-    )
+    allowed = rules.allowed_membership_statuses
+    return _value_rule(
+        warehouse, "membership_status", "list_contains(?, membership_status)", allowed,
+        f"rows with a membership_status outside {allowed}",
+    )  # fmt: skip
 
 
 @dg.asset_check(asset=user_profiles, blocking=True, pool="duckdb")
@@ -83,21 +73,27 @@ def user_profiles_income_bracket_format(
     warehouse: WarehouseResource, rules: ProfileRulesResource
 ) -> dg.AssetCheckResult:
     """income_bracket is null or matches PROFILE_INCOME_BRACKET_PATTERN."""
+    pattern = rules.income_bracket_pattern
+    return _value_rule(
+        warehouse, "income_bracket", "regexp_matches(income_bracket, ?)", pattern,
+        f"rows whose income_bracket does not match {pattern}",
+    )  # fmt: skip
+
+
+def _value_rule(
+    warehouse: WarehouseResource, column: str, rule: str, parameter: object, what: str
+) -> dg.AssetCheckResult:
+    """Every non-null value of `column` satisfies the SQL `rule` (with one ? for `parameter`)."""
     violations, examples = _violations(
         warehouse,
-        """
-        SELECT income_bracket, count(*) FROM analytics.user_profiles
-        WHERE income_bracket IS NOT NULL AND NOT regexp_matches(income_bracket, ?)
-        GROUP BY ALL ORDER BY count(*) DESC, income_bracket
+        f"""
+        SELECT {column}, count(*) FROM analytics.user_profiles
+        WHERE {column} IS NOT NULL AND NOT {rule}
+        GROUP BY ALL ORDER BY count(*) DESC, {column}
         """,
-        [rules.income_bracket_pattern],
+        [parameter],
     )
-    return _result(
-        violations,
-        examples,
-        f"rows whose income_bracket does not match {rules.income_bracket_pattern}",
-        ["income_bracket", "rows"],
-    )
+    return _result(violations, examples, what, [column, "rows"])
 
 
 @dg.asset_check(asset=user_profiles, blocking=True, pool="duckdb")
