@@ -89,8 +89,20 @@ def rerun_if_last_failed(
     )
 
 
-CONTACTS_PATH = [salesforce_contacts.key, user_profiles.key, redis_user_profiles.key]
-INCOME_PATH = [income_enrichment.key, user_profiles.key, redis_user_profiles.key]
+SOURCES = (salesforce_contacts.key, income_enrichment.key)
+
+
+def profile_path_from(
+    context: dg.SensorEvaluationContext, changed: dg.AssetKey
+) -> list[dg.AssetKey]:
+    """The changed source and everything after it, plus any source never loaded yet: on a first
+    deploy user_profiles needs both, whichever sensor ticks first."""
+    sources = [
+        key
+        for key in SOURCES
+        if key == changed or context.instance.get_latest_materialization_event(key) is None
+    ]
+    return [*sources, user_profiles.key, redis_user_profiles.key]
 
 
 @dg.sensor(
@@ -104,7 +116,8 @@ def salesforce_contacts_sensor(
     """Runs the profile path when any Salesforce Contact was added, edited or deleted."""
     marker = salesforce.change_marker()
     if marker == context.cursor:
-        return rerun_if_last_failed(context, CONTACTS_PATH) or dg.SkipReason(
+        selection = profile_path_from(context, salesforce_contacts.key)
+        return rerun_if_last_failed(context, selection) or dg.SkipReason(
             f"No Contact changed in {salesforce.describe()}: {marker}"
         )
     # The key names the transition, so a tick that is retried cannot start a second run.
@@ -112,7 +125,7 @@ def salesforce_contacts_sensor(
     context.update_cursor(marker)
     return dg.RunRequest(
         run_key=run_key,
-        asset_selection=CONTACTS_PATH,
+        asset_selection=profile_path_from(context, salesforce_contacts.key),
         tags={TRIGGER_TAG: context.sensor_name, "personalization/change": marker},
     )
 
@@ -146,7 +159,8 @@ def income_enrichment_sensor(
     previous = json.loads(context.cursor) if context.cursor else None
     fingerprint = file_fingerprint(path, previous)
     if fingerprint == previous:
-        return rerun_if_last_failed(context, INCOME_PATH) or dg.SkipReason(
+        selection = profile_path_from(context, income_enrichment.key)
+        return rerun_if_last_failed(context, selection) or dg.SkipReason(
             f"{path} unchanged (size {fingerprint['size']}, same mtime)"
         )
     age = time.time() - fingerprint["mtime_ns"] / 1e9
@@ -160,6 +174,6 @@ def income_enrichment_sensor(
         return dg.SkipReason(f"{path} was touched but its content is unchanged")
     return dg.RunRequest(
         run_key=f"income:{fingerprint['sha256'][:16]}:{fingerprint['mtime_ns']}",
-        asset_selection=INCOME_PATH,
+        asset_selection=profile_path_from(context, income_enrichment.key),
         tags={TRIGGER_TAG: context.sensor_name},
     )

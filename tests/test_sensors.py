@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from assets.sources import income_enrichment, salesforce_contacts
 from personalization_pipeline.definitions import defs
 from personalization_pipeline.resources.enrichment import EnrichmentFileResource
 from personalization_pipeline.resources.salesforce import SalesforceApiSource, SampleContactSource
@@ -23,9 +24,17 @@ from tests.conftest import SAMPLE_DIR, free_port
 from tests.test_salesforce_asset import local_source
 
 
+def instance_with_sources_loaded() -> dg.DagsterInstance:
+    """An instance in which both sources have been materialized before (not a first deploy)."""
+    instance = dg.DagsterInstance.ephemeral()
+    for source in (salesforce_contacts, income_enrichment):
+        instance.report_runless_asset_event(dg.AssetMaterialization(source.key))
+    return instance
+
+
 def tick(sensor: dg.SensorDefinition, cursor: str | None, **resources):
     context = dg.build_sensor_context(
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance_with_sources_loaded(),
         cursor=cursor,
         resources=resources,
         sensor_name=sensor.name,
@@ -220,3 +229,19 @@ def test_a_failed_run_is_requested_again_until_it_succeeds(pipeline_resources, c
         resources=pipeline_resources, instance=instance, tags=tags
     ).success
     assert sensor_tick().run_requests == []
+
+
+def test_a_first_deploy_loads_both_sources_whichever_sensor_ticks_first(income_csv: Path):
+    """user_profiles joins both sources: from the income sensor alone it would be empty."""
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={"income_file": EnrichmentFileResource(path=str(income_csv), settle_seconds=0)},
+        sensor_name=income_enrichment_sensor.name,
+    )
+    (request,) = income_enrichment_sensor.evaluate_tick(context).run_requests
+    assert {key.to_user_string() for key in request.asset_selection} == {
+        "salesforce_contacts",
+        "income_enrichment",
+        "user_profiles",
+        "redis_user_profiles",
+    }
