@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import settings
 
 from personalization_pipeline.cli import redis_server_command
 
@@ -19,6 +20,11 @@ from personalization_pipeline.cli import redis_server_command
 # machine's own Redis or the demo warehouse: tests pass their resources explicitly.
 os.environ["REDIS_URL"] = "redis://127.0.0.1:1/0"
 os.environ["WAREHOUSE_PATH"] = "/nonexistent/tests-must-use-tmp_path.duckdb"
+# Property tests check behaviour, not speed (that is benchmarks/'s job): a loaded CI machine
+# must not fail them on Hypothesis's per-example deadline.
+settings.register_profile("project", deadline=None)
+settings.load_profile("project")
+
 # Settings read at import time: tests assert the documented defaults, whatever the shell exports.
 for setting in (
     "SENSOR_INTERVAL_SECONDS",
