@@ -115,8 +115,8 @@ def salesforce_contacts_sensor(
 ) -> dg.RunRequest | dg.SkipReason:
     """Runs the profile path when any Salesforce Contact was added, edited or deleted."""
     marker = salesforce.change_marker()
+    selection = profile_path_from(context, salesforce_contacts.key)
     if marker == context.cursor:
-        selection = profile_path_from(context, salesforce_contacts.key)
         return rerun_if_last_failed(context, selection) or dg.SkipReason(
             f"No Contact changed in {salesforce.describe()}: {marker}"
         )
@@ -125,7 +125,7 @@ def salesforce_contacts_sensor(
     context.update_cursor(marker)
     return dg.RunRequest(
         run_key=run_key,
-        asset_selection=profile_path_from(context, salesforce_contacts.key),
+        asset_selection=selection,
         tags={TRIGGER_TAG: context.sensor_name, "personalization/change": marker},
     )
 
@@ -158,8 +158,8 @@ def income_enrichment_sensor(
     path = Path(income_file.path)
     previous = json.loads(context.cursor) if context.cursor else None
     fingerprint = file_fingerprint(path, previous)
+    selection = profile_path_from(context, income_enrichment.key)
     if fingerprint == previous:
-        selection = profile_path_from(context, income_enrichment.key)
         return rerun_if_last_failed(context, selection) or dg.SkipReason(
             f"{path} unchanged (size {fingerprint['size']}, same mtime)"
         )
@@ -174,6 +174,6 @@ def income_enrichment_sensor(
         return dg.SkipReason(f"{path} was touched but its content is unchanged")
     return dg.RunRequest(
         run_key=f"income:{fingerprint['sha256'][:16]}:{fingerprint['mtime_ns']}",
-        asset_selection=profile_path_from(context, income_enrichment.key),
+        asset_selection=selection,
         tags={TRIGGER_TAG: context.sensor_name},
     )
