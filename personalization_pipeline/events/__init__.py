@@ -1,0 +1,1 @@
+"""The real-time half: a RudderStack-compatible event gateway (no Dagster here)."""

@@ -1,0 +1,52 @@
+"""The event streams between the gateway and the warehouse: how many, how long.
+
+The gateway appends every accepted event (after rudder-server's defaults: ``messageId``,
+``receivedAt`` and the resolved ``timestamp`` are always set, as strings) as JSON under the
+entry field :data:`~personalization_pipeline.keys.EVENT_FIELD` of the stream
+:func:`~personalization_pipeline.keys.event_stream_key` picks for its user. The warehouse
+drains them with the consumer group
+:data:`~personalization_pipeline.keys.EVENTS_CONSUMER_GROUP`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_SHARDS = 4
+# Per stream, trimmed approximately (XADD MAXLEN ~). Far above what the drain leaves behind
+# between two runs; an entry trimmed before it landed is reported by the drain, never hidden.
+DEFAULT_MAX_LENGTH = 1_000_000
+
+
+@dataclass(frozen=True)
+class EventStreams:
+    shards: int = DEFAULT_SHARDS
+    max_length: int = DEFAULT_MAX_LENGTH
+
+    def __post_init__(self) -> None:
+        if self.shards < 1:
+            raise ValueError(f"EVENTS_STREAM_SHARDS must be at least 1, got {self.shards}")
+        if self.max_length < 1000:
+            raise ValueError(
+                f"EVENTS_STREAM_MAX_LENGTH must be at least 1000, got {self.max_length}"
+            )
+
+    @classmethod
+    def from_env(cls) -> EventStreams:
+        """EVENTS_STREAM_SHARDS (default 4) and EVENTS_STREAM_MAX_LENGTH (default 1,000,000).
+
+        Changing the shard count moves users to other streams: drain every stream first.
+        """
+        return cls(
+            shards=_positive_int("EVENTS_STREAM_SHARDS", DEFAULT_SHARDS),
+            max_length=_positive_int("EVENTS_STREAM_MAX_LENGTH", DEFAULT_MAX_LENGTH),
+        )
+
+
+def _positive_int(variable: str, default: int) -> int:
+    text = os.environ.get(variable) or str(default)
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{variable}={text!r} is not a whole number; unset it or fix it") from None
