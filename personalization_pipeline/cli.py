@@ -9,11 +9,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse
-
-import redis
 
 from personalization_pipeline.resources.redis import DEFAULT_REDIS_URL, redact
+from personalization_pipeline.sync.redis_config import RedisDestination, RedisUnavailable, connect
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DAGSTER_HOME = PROJECT_ROOT / ".dagster_home"
@@ -30,35 +28,33 @@ def dagster_home() -> Path:
     return LOCAL_DAGSTER_HOME
 
 
-def redis_answers(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+def redis_answers(destination: RedisDestination) -> bool:
     try:
-        return bool(client.ping())
-    except redis.RedisError:
+        connect(destination).close()
+    except RedisUnavailable:
         return False
-    finally:
-        client.close()
+    return True
 
 
 def ensure_redis(url: str) -> None:
     """Use the Redis at `url`; if nothing answers on a local address, start a throwaway one."""
-    if redis_answers(url):
+    destination = RedisDestination.from_url(url, socket_timeout=2)
+    if redis_answers(destination):
         return
-    parsed = urlparse(url)
+    host, port = destination.nodes[0]
     server = shutil.which("redis-server")
-    if parsed.hostname not in ("127.0.0.1", "localhost") or server is None:
+    if host not in ("127.0.0.1", "localhost") or server is None:
         sys.exit(
             f"No Redis answers at {redact(url)}. Install Redis (apt-get install redis-server, "
             "brew install redis) or set REDIS_URL to a reachable Redis."
         )
     state = PROJECT_ROOT / ".redis"
     state.mkdir(exist_ok=True)
-    port = str(parsed.port or 6379)
     command = redis_server_command(server, port, state)
     command += ["--daemonize", "yes", "--pidfile", str(state / "redis.pid")]
     subprocess.run([*command, "--logfile", str(state / "redis.log")], check=True)
     deadline = time.monotonic() + 10
-    while not redis_answers(url):
+    while not redis_answers(destination):
         if time.monotonic() > deadline:
             sys.exit(
                 f"Started redis-server on port {port} but it does not answer; see .redis/redis.log"
@@ -99,14 +95,14 @@ def demo() -> None:
     prefix = os.environ.get("REDIS_KEY_PREFIX", "")
     from personalization_pipeline.sync.identify import user_key
 
-    client = redis.Redis.from_url(url, decode_responses=True)
+    client = connect(url)
     print(f"\nwarehouse_actions_job succeeded (run {result.run_id}). Redis now holds:")
     for user in EXAMPLE_USERS:
         key = user_key(user, prefix)
         fields = client.hgetall(key)
         print(f"  HGETALL {key}")
         for name, value in sorted(fields.items()):
-            print(f"    {name} = {value}")
+            print(f"    {name.decode()} = {value.decode()}")
     print("\nSee the run and the lineage in the UI: make dev, then http://127.0.0.1:3000")
 
 

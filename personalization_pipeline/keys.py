@@ -9,6 +9,8 @@ encoding). The keys the real-time path adds sit beside it:
 - ``[prefix:]events:<shard>``: the event streams the gateway appends every accepted event to
   and the warehouse drains. Events are spread over ``shards`` streams by user so that one key
   is not a hotspot and one user's events stay in order in one stream.
+- ``[prefix:]_sync:<sync name>:epoch``: the marker a warehouse sync keeps in Redis to notice
+  that Redis lost its data (see ``sync/state.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "event_stream_keys",
     "purchases_key",
     "stream_shard",
+    "sync_epoch_key",
     "user_key",
 ]
 
@@ -61,3 +64,7 @@ def event_stream_key(shard: int, prefix: str = "") -> str:
 
 def event_stream_keys(shards: int, prefix: str = "") -> list[str]:
     return [event_stream_key(shard, prefix) for shard in range(shards)]
+
+
+def sync_epoch_key(sync_name: str, prefix: str = "") -> str:
+    return f"{key_prefix(prefix)}_sync:{sync_name}:epoch"

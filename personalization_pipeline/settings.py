@@ -24,6 +24,7 @@ from personalization_pipeline.resources.rules import (
 )
 from personalization_pipeline.resources.salesforce import contact_source_from_env
 from personalization_pipeline.resources.warehouse import DEFAULT_WAREHOUSE_PATH, WarehouseResource
+from personalization_pipeline.sync.redis_config import DEFAULT_SOCKET_TIMEOUT
 
 
 def env(name: str, default: str) -> str:
@@ -43,6 +44,7 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
             url=dg.EnvVar("REDIS_URL") if os.environ.get("REDIS_URL") else DEFAULT_REDIS_URL,
             prefix=env("REDIS_KEY_PREFIX", ""),
             cluster_mode=env("REDIS_CLUSTER_MODE", "false").lower() in ("1", "true", "yes"),
+            socket_timeout=float(env("REDIS_SOCKET_TIMEOUT", str(DEFAULT_SOCKET_TIMEOUT))),
         ),
         "rules": ProfileRulesResource(
             allowed_membership_statuses=env(

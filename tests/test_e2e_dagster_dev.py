@@ -13,6 +13,7 @@ import pytest
 import requests
 from dagster_graphql import DagsterGraphQLClient
 
+from personalization_pipeline.keys import sync_epoch_key
 from personalization_pipeline.sensors import TRIGGER_TAG
 from tests.conftest import REPO_ROOT, SAMPLE_DIR, free_port
 from tests.test_warehouse_actions_job import expected_hashes
@@ -143,6 +144,6 @@ def test_ui_serves_the_graph_runs_the_job_and_sensors_are_on(dagster_dev, redis_
         run["runId"]: "SUCCESS" for run in runs
     }
     expected = expected_hashes()
-    assert set(redis_client.scan_iter(count=1000)) == set(expected)
+    assert set(redis_client.scan_iter(count=1000)) == {*expected, sync_epoch_key("user_profiles")}
     for key in ("user:U000001", "user:U000002"):
         assert redis_client.hgetall(key) == expected[key]

@@ -206,7 +206,7 @@ class FailingWriter(StandaloneWriter):
 def test_a_run_that_dies_midway_resumes_with_exactly_the_unsent_rows(con, redis_url):
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     load(con, 5000)
-    with pytest.raises(RedisUnavailable, match="rerun to send the rest"):
+    with pytest.raises(RedisUnavailable, match="rerun: it resends what Redis did not acknowledge"):
         sync_table(con, FailingWriter(client, 3), SPEC, batch_size=1000)
     snapshot = con.execute("SELECT count(*) FROM sync.snapshot_user_profiles").fetchone()[0]
     assert snapshot == 3000
@@ -216,37 +216,6 @@ def test_a_run_that_dies_midway_resumes_with_exactly_the_unsent_rows(con, redis_
     assert (result.added, result.unchanged, result.rows_written) == (2000, 3000, 2000)
     assert redis_hashes(client) == expected_hashes(con)
     client.close()
-
-
-def test_redis_going_away_midway_then_coming_back(con, tmp_path):
-    port = free_port()
-    server = start_redis_server(tmp_path / "r", port)
-    client = redis.Redis(port=port, decode_responses=True)
-    load(con, 3000)
-
-    class StopsRedis(StandaloneWriter):
-        sent = 0
-
-        def send(self, batch):
-            self.sent += 1
-            if self.sent == 3:
-                server.kill()
-                server.wait(10)
-            super().send(batch)
-
-    with pytest.raises(RedisUnavailable):
-        sync_table(con, StopsRedis(client), SPEC, batch_size=500)
-    acked = con.execute("SELECT count(*) FROM sync.snapshot_user_profiles").fetchone()[0]
-    assert 0 < acked < 3000
-    # Redis restarts empty (no persistence): a full run reconciles, as after a data loss.
-    server = start_redis_server(tmp_path / "r", port)
-    try:
-        sync_table(con, connect(f"redis://127.0.0.1:{port}/0"), SPEC, mode="full")
-        assert redis_hashes(client) == expected_hashes(con)
-    finally:
-        client.close()
-        server.terminate()
-        server.wait(10)
 
 
 def test_connection_refused_names_the_fix():
@@ -522,7 +491,7 @@ def test_redis_cluster(con, redis_cluster):
     keys = {}
     for port in redis_cluster:
         node = redis.Redis(port=port, decode_responses=True)
-        keys.update({k: node.hgetall(k) for k in node.scan_iter(count=1000)})
+        keys.update(redis_hashes(node))
         assert node.dbsize() > 500  # the keys really are spread over the three nodes
         node.close()
     assert keys == expected_hashes(con)

@@ -6,7 +6,12 @@ import dagster as dg
 import redis
 from redis.cluster import RedisCluster
 
-from personalization_pipeline.sync.redis_config import RedisDestination, connect
+from personalization_pipeline.sync.redis_config import (
+    DEFAULT_SOCKET_TIMEOUT,
+    RedisDestination,
+    connect,
+    redact_url,
+)
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -30,12 +35,15 @@ class RedisResource(dg.ConfigurableResource):
     skip_verify: bool = False
     prefix: str = ""
     """Key prefix as in RudderStack: "app" gives app:user:<userId>."""
+    socket_timeout: float = DEFAULT_SOCKET_TIMEOUT
+    """Seconds a read or write may wait before the run fails (a frozen or unreachable Redis)."""
 
     def destination(self) -> RedisDestination:
         overrides: dict[str, object] = {
             "cluster_mode": self.cluster_mode,
             "skip_verify": self.skip_verify,
             "prefix": self.prefix,
+            "socket_timeout": self.socket_timeout,
         }
         for name in ("address", "password", "username", "database"):
             if getattr(self, name):
@@ -50,5 +58,8 @@ class RedisResource(dg.ConfigurableResource):
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    return RedisDestination.from_url(url).display_url()
+    """The URL without its password, for messages and logs, even when it is malformed."""
+    try:
+        return RedisDestination.from_url(url).display_url()
+    except ValueError:
+        return redact_url(url)

@@ -34,6 +34,13 @@ removed with HDEL, so Redis equals the warehouse. ``remove_nulls=False`` is Rudd
 behaviour. A changed mapping (spec) counts every row as changed, and its nulls are all
 removed (the old field mask means nothing under the new mapping).
 
+Crashes and lost data (see ``state.py``): the keys of each batch are recorded as *in doubt*
+before the batch goes out, so whatever kills a run, the next one resends their current
+values and removes the fields of those that left the source, in every mode. An epoch marker
+kept both in Redis and in the warehouse tells whether Redis still holds what the snapshot
+says; when it does not (restart without persistence, FLUSHALL, failover to an empty replica),
+that run rewrites every row as in ``full`` mode and says why (``full_sync_reason``).
+
 Each batch is rendered to RESP by a single SQL ``string_agg`` and sent by the writer
 (``writer.py``) while DuckDB renders the next batch.
 """
@@ -53,8 +60,9 @@ import duckdb
 import redis
 from redis.cluster import RedisCluster
 
+from personalization_pipeline.keys import sync_epoch_key
 from personalization_pipeline.sync.identify import JS_WHITESPACE, key_prefix
-from personalization_pipeline.sync.redis_config import RedisUnavailable
+from personalization_pipeline.sync.redis_config import TIMEOUT_SETTING, RedisUnavailable
 from personalization_pipeline.sync.render import (
     ident,
     literal,
@@ -64,10 +72,16 @@ from personalization_pipeline.sync.render import (
 )
 from personalization_pipeline.sync.state import (
     ensure_state,
+    forget_in_doubt,
+    in_doubt_keys,
     log_run,
+    mark_in_doubt,
+    read_epoch,
     record_invalid,
     scalar,
+    settle_in_doubt,
     table_exists,
+    write_epoch,
 )
 from personalization_pipeline.sync.writer import Batch, Writer, make_writer
 from personalization_pipeline.warehouse.transaction import transaction
@@ -95,6 +109,10 @@ _BLANK = "[" + JS_WHITESPACE + "]*"
 
 class SyncError(RuntimeError):
     """The sync refused to run or stopped; the message says why and what to do."""
+
+
+class RemovalRefused(SyncError):
+    """A mirror run would remove more than its max_delete_fraction; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +165,8 @@ class SyncResult:
     rejected: int = 0
     rows_written: int = 0
     seconds: float = 0.0
+    full_sync_reason: str | None = None
+    """Why this run rewrote every row although its mode is incremental (Redis lost data)."""
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -167,6 +187,7 @@ class SyncResult:
             "rows_written": self.rows_written,
             "seconds": round(self.seconds, 3),
             "rows_per_second": round(self.rows_per_second, 1),
+            "full_sync_reason": self.full_sync_reason or "none",
             "run_id": self.run_id,
         }
 
@@ -260,6 +281,9 @@ def render_rows(
     ]
 
 
+RERUN = "rerun: it resends what Redis did not acknowledge, or every row if Redis lost its data"
+
+
 def sync_table(
     con: duckdb.DuckDBPyConnection,
     target: redis.Redis | RedisCluster | Writer | None,
@@ -278,12 +302,14 @@ def sync_table(
     """Sync ``spec`` from the warehouse ``con`` into Redis ``target``; see the module doc.
 
     ``target`` is a client from :func:`redis_config.connect`, or a :class:`Writer` (closed
-    when the run ends); it may be None for a dry run. Raises SyncError (mirror guard,
-    refused writes) or RedisUnavailable; either way every acknowledged batch is already in
-    the snapshot.
+    when the run ends); it may be None for a dry run (which then cannot tell whether Redis
+    lost its data). Raises SyncError (mirror guard, refused writes) or RedisUnavailable;
+    either way the next run repairs whatever this one left half done.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if target is None and not dry_run:
+        raise SyncError(f"sync {spec.name}: a Redis client is needed unless dry_run")
     started = time.perf_counter()
     result = SyncResult(spec.name, run_id or uuid.uuid4().hex, mode, dry_run)
     plan = _build_plan(con, spec, prefix)
@@ -296,43 +322,118 @@ def sync_table(
     else:
         ensure_state(con, snapshot)
         has_rejected = True
-
-    _diff(con, plan, snapshot, result, mode, remove_nulls, has_rejected)
-    snapshot_rows = scalar(con, f"SELECT count(*) FROM {snapshot}")
-    if mode == "mirror" and result.removed:
-        fraction = result.removed / max(snapshot_rows, 1)
-        if fraction > max_delete_fraction:
-            message = (
-                f"sync {spec.name}: mirror would remove {result.removed} of {snapshot_rows}"
-                f" keys' fields ({fraction:.1%} > max_delete_fraction {max_delete_fraction:.0%});"
-                " nothing was written. Check the source, or rerun with force=True"
-            )
-            if not dry_run and not force:
-                log_run(con, result, started, "refused", message)
-                raise SyncError(message)
-            result.warnings.append(message)
-
-    if dry_run:
-        result.samples = _samples(con, plan, sample_size)
-        result.seconds = time.perf_counter() - started
-        return result
-
-    record_invalid(con, spec.name, result.run_id)
+    writer = None
+    if target is not None:
+        writer = target if isinstance(target, Writer) else make_writer(target)
+    epoch_key = sync_epoch_key(spec.name, prefix)
     try:
-        _write(con, plan, snapshot, target, result, batch_size)
+        epoch = None
+        if writer is not None:
+            epoch, result.full_sync_reason = _check_epoch(con, writer, spec, snapshot, epoch_key)
+        _diff(con, plan, snapshot, result, mode, remove_nulls, has_rejected)
+        if mode == "mirror":
+            _guard_removals(con, snapshot, result, max_delete_fraction, force)
+
+        if dry_run:
+            result.samples = _samples(con, plan, sample_size)
+            result.seconds = time.perf_counter() - started
+            return result
+
+        record_invalid(con, spec.name, result.run_id)
+        if epoch is None:
+            epoch = _new_epoch(con, writer, spec, epoch_key)
+        _write(con, plan, snapshot, writer, result, batch_size)
+        if _stored_epoch(writer, epoch_key) != epoch:
+            raise RedisUnavailable(
+                f"sync {spec.name}: Redis lost its data while this run wrote to it (its sync"
+                f" marker {epoch_key} is gone); {RERUN}"
+            )
+        forget_in_doubt(con, spec.name)
     except (SyncError, RedisUnavailable, redis.RedisError, OSError) as error:
-        log_run(con, result, started, "failed", str(error))
+        status = "refused" if isinstance(error, RemovalRefused) else "failed"
+        log_run(con, result, started, status, str(error))
         if isinstance(error, SyncError | RedisUnavailable):
             raise
-        raise RedisUnavailable(
-            f"sync {spec.name}: Redis failed after {result.rows_written} rows ({error});"
-            " acknowledged rows are in the snapshot: rerun to send the rest"
-        ) from error
+        raise RedisUnavailable(_redis_failure(spec, result, error)) from error
+    finally:
+        if writer is not None:
+            writer.close()
     result.rejected = scalar(
         con, "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ?", [spec.name]
     )
     log_run(con, result, started, "succeeded", None)
     return result
+
+
+def _guard_removals(
+    con: duckdb.DuckDBPyConnection,
+    snapshot: str,
+    result: SyncResult,
+    max_delete_fraction: float,
+    force: bool,
+) -> None:
+    """Refuse a mirror run that would remove too large a share of the synced keys."""
+    snapshot_rows = scalar(con, f"SELECT count(*) FROM {snapshot}")
+    fraction = result.removed / max(snapshot_rows, 1)
+    if not result.removed or fraction <= max_delete_fraction:
+        return
+    message = (
+        f"sync {result.sync}: mirror would remove {result.removed} of {snapshot_rows}"
+        f" keys' fields ({fraction:.1%} > max_delete_fraction {max_delete_fraction:.0%});"
+        " nothing was written. Check the source, or rerun with force=True"
+    )
+    if not result.dry_run and not force:
+        raise RemovalRefused(message)
+    result.warnings.append(message)
+
+
+def _redis_failure(spec: SyncSpec, result: SyncResult, error: Exception) -> str:
+    if isinstance(error, TimeoutError | redis.TimeoutError):
+        problem = (
+            "did not answer within the socket timeout: it is frozen, overloaded or"
+            f" unreachable (raise {TIMEOUT_SETTING} if it is merely slow)"
+        )
+    else:
+        problem = f"failed ({error})"
+    return f"sync {spec.name}: Redis {problem} after {result.rows_written} rows; {RERUN}"
+
+
+def _stored_epoch(writer: Writer, key: str) -> str | None:
+    value = writer.client.get(key)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _check_epoch(
+    con: duckdb.DuckDBPyConnection, writer: Writer, spec: SyncSpec, snapshot: str, key: str
+) -> tuple[str | None, str | None]:
+    """(the epoch Redis and the warehouse agree on or None, why every row must be rewritten).
+
+    No epoch in either and an empty snapshot is a first run: nothing to rewrite."""
+    recorded = read_epoch(con, spec.name)
+    stored = _stored_epoch(writer, key)
+    if recorded is not None and stored == recorded:
+        return recorded, None
+    if recorded is None and not scalar(con, f"SELECT count(*) FROM {snapshot}"):
+        return None, None
+    if recorded is None:
+        reason = "the warehouse has no sync epoch yet (a snapshot from an older version)"
+    elif stored is None:
+        reason = (
+            f"Redis lost its data since the last sync (its marker {key} is gone: restarted"
+            " without persistence, flushed or failed over)"
+        )
+    else:
+        reason = f"Redis holds another sync epoch ({key}): another warehouse or a restore"
+    return None, reason + "; rewriting every row"
+
+
+def _new_epoch(con: duckdb.DuckDBPyConnection, writer: Writer, spec: SyncSpec, key: str) -> str:
+    """Record a new epoch in the warehouse, then in Redis: a crash between the two leaves
+    them different, which the next run reads as "rewrite everything" (safe)."""
+    epoch = uuid.uuid4().hex
+    write_epoch(con, spec.name, epoch)
+    writer.client.set(key, epoch)
+    return epoch
 
 
 def _diff(
@@ -346,7 +447,7 @@ def _diff(
 ) -> None:
     """Temp tables ``_sync_cur`` (key, fingerprint, field mask of every source row),
     ``_sync_invalid`` (rows that cannot be written, with the reason) and ``_sync_plan``
-    (rows to send: added, changed, removed; every valid row in full mode)."""
+    (rows to send: added, changed, removed; every valid row when rewriting all)."""
     spec = plan.spec
     columns = [ident(c) for c in plan.columns]
     mask = " | ".join(f"(CAST({c} IS NOT NULL AS UBIGINT) << {i})" for i, c in enumerate(columns))
@@ -379,17 +480,18 @@ def _diff(
         WHERE c.k IS NULL OR c.nn = 0 OR d.n IS NOT NULL
         """
     )
-    full = mode == "full"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _sync_doubt AS {in_doubt_keys(con, spec.name)}")
+    rewrite_all = mode == "full" or result.full_sync_reason is not None
     all_bits = plan.all_bits
+    # Fields this sync may have written and that are null now. Unknown (rewrite, in doubt,
+    # changed mapping): every mapped field; otherwise the snapshot's mask says.
     if not remove_nulls:
         delete_mask = "0::UBIGINT"
-    elif full:
-        delete_mask = f"({all_bits}::UBIGINT & ~c.nn)"
     else:
         delete_mask = (
-            f"CASE WHEN s.key IS NULL THEN 0::UBIGINT"
-            f" WHEN s.spec <> {plan.spec_hash} THEN ({all_bits}::UBIGINT & ~c.nn)"
-            f" ELSE (s.fields_mask & ~c.nn) END"
+            f"CASE WHEN {'true' if rewrite_all else 'false'} OR d.key IS NOT NULL"
+            f" OR s.spec <> {plan.spec_hash} THEN ({all_bits}::UBIGINT & ~c.nn)"
+            " WHEN s.key IS NULL THEN 0::UBIGINT ELSE (s.fields_mask & ~c.nn) END"
         )
     refused = "false"
     if has_rejected and scalar(
@@ -404,13 +506,11 @@ def _diff(
             " AND r.fingerprint = c.fp)"
         )
     valid = "c.k IS NOT NULL AND c.nn <> 0 AND c.k NOT IN (SELECT k FROM _sync_dups)"
-    removed = ""
+    # Mirror removes what left the source; every mode removes in-doubt keys that left it,
+    # since a crashed run may have written them without recording it.
+    left = "SELECT key FROM _sync_doubt"
     if mode == "mirror":
-        removed = f"""
-        UNION ALL
-        SELECT s.key, 0::UBIGINT, 0::UBIGINT, 'removed', true, {all_bits}::UBIGINT
-        FROM {snapshot} s WHERE NOT EXISTS (SELECT 1 FROM _sync_cur c WHERE c.k = s.key)
-        """
+        left += f" UNION SELECT key FROM {snapshot}"
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _sync_plan AS
@@ -419,14 +519,22 @@ def _diff(
         SELECT * FROM (
             SELECT c.k, c.fp, c.nn,
                 CASE WHEN s.key IS NULL THEN 'added'
-                     WHEN s.fingerprint <> c.fp OR s.spec <> {plan.spec_hash} THEN 'changed'
+                     WHEN d.key IS NOT NULL OR s.fingerprint <> c.fp
+                          OR s.spec <> {plan.spec_hash} THEN 'changed'
                      ELSE 'unchanged' END AS op,
                 s.key IS NOT NULL AS in_snapshot,
                 {delete_mask} AS del
             FROM _sync_cur c LEFT JOIN {snapshot} s ON s.key = c.k
+            LEFT JOIN _sync_doubt d ON d.key = c.k
             WHERE {valid} AND NOT {refused}
-        ) WHERE {"true" if full else "op <> 'unchanged'"}
-        {removed}
+        ) WHERE {"true" if rewrite_all else "op <> 'unchanged'"}
+        UNION ALL
+        SELECT l.key, 0::UBIGINT, 0::UBIGINT, 'removed',
+            EXISTS (SELECT 1 FROM {snapshot} s WHERE s.key = l.key), {all_bits}::UBIGINT
+        FROM ({left}) l
+        WHERE NOT EXISTS (SELECT 1 FROM _sync_cur c WHERE c.k = l.key AND {valid})
+            AND (l.key IN (SELECT key FROM _sync_doubt)
+                 OR NOT EXISTS (SELECT 1 FROM _sync_cur c WHERE c.k = l.key))
         )
         """
     )
@@ -495,16 +603,13 @@ def _write(
     con: duckdb.DuckDBPyConnection,
     plan: _Plan,
     snapshot: str,
-    target: redis.Redis | RedisCluster | Writer | None,
+    writer: Writer,
     result: SyncResult,
     batch_size: int,
 ) -> None:
     total = scalar(con, "SELECT count(*) FROM _sync_plan")
     if not total:
         return
-    if target is None:
-        raise SyncError(f"sync {plan.spec.name}: a Redis client is needed unless dry_run")
-    writer = target if isinstance(target, Writer) else make_writer(target)
     clustered = writer.needs_rows
     # Only raw values are copied here; rendering and RESP happen per batch (below), while
     # Redis is busy with the previous batch.
@@ -555,19 +660,22 @@ def _write(
 
         return Batch(commands=int(count), payload=text.encode(), row_commands=row_commands)
 
-    try:
-        writer.send(prepare(0))
-        for number in range(batches):
-            following = prepare(number + 1) if number + 1 < batches else None
-            errors = writer.receive()
-            if following is not None:
-                # Redis works on the next batch while this one is recorded in the snapshot.
-                writer.send(following)
-            size = min(batch_size, total - number * batch_size)
-            first = number * batch_size
-            _advance(con, plan, snapshot, result, number, first, size, number in replaces, errors)
-    finally:
-        writer.close()
+    name = plan.spec.name
+    mark_in_doubt(con, name, result.run_id, 0)
+    writer.send(prepare(0))
+    for number in range(batches):
+        following = None
+        if number + 1 < batches:
+            following = prepare(number + 1)
+            # Committed before the batch goes out, while Redis is busy with this one.
+            mark_in_doubt(con, name, result.run_id, number + 1)
+        errors = writer.receive()
+        if following is not None:
+            # Redis works on the next batch while this one is recorded in the snapshot.
+            writer.send(following)
+        size = min(batch_size, total - number * batch_size)
+        first = number * batch_size
+        _advance(con, plan, snapshot, result, number, first, size, number in replaces, errors)
 
 
 def _advance(
@@ -610,9 +718,11 @@ def _advance(
             f" WHERE batch_no = ? AND op <> 'removed' AND NOT ({failed})",
             [number],
         )
+        if not fatal:
+            settle_in_doubt(con, plan.spec.name, result.run_id, number)
     result.rows_written += size - len(errors)
     if fatal:
         raise SyncError(
             f"sync {plan.spec.name}: Redis refused {len(fatal)} write(s), e.g. {fatal[0]!r};"
-            " acknowledged rows are in the snapshot: fix Redis and rerun"
+            f" fix Redis, then {RERUN}"
         )

@@ -10,18 +10,59 @@ this project), while RudderStack defaults ``clusterMode`` to true.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 import redis
+from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
 
-__all__ = ["RedisDestination", "RedisUnavailable", "connect"]
+__all__ = [
+    "DEFAULT_SOCKET_TIMEOUT",
+    "RedisDestination",
+    "RedisUnavailable",
+    "connect",
+    "redact_url",
+]
 
 RedisClient = redis.Redis | RedisCluster
+# Long enough for a large pipelined batch on a busy server, short enough that a frozen Redis
+# (SIGSTOP, a network black hole, TLS spoken to a plain port) fails the run instead of holding
+# the warehouse forever.
+DEFAULT_SOCKET_TIMEOUT = 30.0
+TIMEOUT_SETTING = "REDIS_SOCKET_TIMEOUT"
 
 
 class RedisUnavailable(ConnectionError):
     """Redis cannot be reached or refuses us; the message says what to fix."""
+
+
+def redact_url(text: str) -> str:
+    """``text`` (a URL, well formed or not) with anything that may be a password masked.
+
+    A password can hold any character (``#``, ``/``, ``?``, ``@``), so everything between the
+    scheme and the last ``@`` is masked, whatever a URL parser would make of it.
+    """
+    head, separator, rest = text.rpartition("@")
+    if not separator:
+        return text
+    scheme_end = head.find("//")
+    kept = head[: scheme_end + 2] if scheme_end != -1 else ""
+    return f"{kept}***@{rest}"
+
+
+def _url_error(url: str, problem: str) -> ValueError:
+    return ValueError(
+        f"REDIS_URL {redact_url(url)} {problem}; the form is "
+        "redis[s]://[user[:password]@]host[:port][/database], password percent-encoded "
+        "or not"
+    )
+
+
+def _whole_number(url: str, text: str, what: str) -> int:
+    if not text.isdigit():
+        raise _url_error(url, f"has {what} {text!r}, which is not a whole number")
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -31,7 +72,7 @@ class RedisDestination:
     password: str | None = None
     username: str | None = None
     database: int | str = 0
-    """RudderStack stores it as a string; anything that is not an integer means 0."""
+    """An integer (RudderStack stores it as a string); anything else is refused."""
     cluster_mode: bool = False
     secure: bool = False
     skip_verify: bool = False
@@ -39,29 +80,52 @@ class RedisDestination:
     """PEM text added to the trusted roots (only with ``secure``)."""
     prefix: str = ""
     """Key prefix, applied by the identify encoding's rules (``trim(prefix) + ":"``)."""
+    socket_timeout: float = DEFAULT_SOCKET_TIMEOUT
+    """Seconds any read or write on a connection may wait (REDIS_SOCKET_TIMEOUT)."""
+
+    def __repr__(self) -> str:
+        return f"RedisDestination({self.display_url()!r}, prefix={self.prefix!r})"
 
     @classmethod
     def from_url(cls, url: str, **settings: object) -> RedisDestination:
-        """``redis://[user[:password]@]host:port[/db]`` or ``rediss://`` (TLS)."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(f"REDIS_URL {url!r} must start with redis:// or rediss://")
-        path = parts.path.strip("/")
+        """``redis://[user[:password]@]host[:port][/db]`` or ``rediss://`` (TLS).
+
+        Parsed by hand rather than with urllib: the user info ends at the *last* ``@``, so a
+        password holding ``#``, ``/``, ``?`` or ``@`` still works, and no error message can
+        echo it (they show :func:`redact_url`).
+        """
+        scheme, separator, rest = url.strip().partition("://")
+        if not separator or scheme not in ("redis", "rediss"):
+            raise _url_error(url, "must start with redis:// or rediss://")
+        userinfo, at, location = rest.rpartition("@")
+        username, _, password = userinfo.partition(":")
+        hostport, _, path = location.partition("/")
+        if "?" in location or "#" in location:
+            raise _url_error(url, "has query options or a fragment, which are not read")
+        if hostport.startswith("["):
+            host, _, port = hostport[1:].partition("]")
+            port = port.removeprefix(":")
+        else:
+            host, _, port = hostport.partition(":")
+        database = path.strip("/")
         destination = cls(
-            address=f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}",
-            password=unquote(parts.password) if parts.password else None,
-            username=unquote(parts.username) if parts.username else None,
-            database=path or 0,
-            secure=parts.scheme == "rediss",
+            address=f"{host or '127.0.0.1'}:{_whole_number(url, port, 'port') if port else 6379}",
+            password=unquote(password) if at and password else None,
+            username=unquote(username) if at and username else None,
+            database=_whole_number(url, database, "database") if database else 0,
+            secure=scheme == "rediss",
         )
         return replace(destination, **settings)
 
     @property
     def db(self) -> int:
-        try:
-            return int(str(self.database).strip())
-        except ValueError:
-            return 0
+        text = str(self.database).strip()
+        if not text.isdigit():
+            raise ValueError(
+                f"Redis database {text!r} is not a whole number: use 0, 1, 2, ... (the "
+                "/database part of REDIS_URL)"
+            )
+        return int(text)
 
     @property
     def nodes(self) -> list[tuple[str, int]]:
@@ -71,14 +135,16 @@ class RedisDestination:
             host, _, port = part.strip().rpartition(":")
             if not host:
                 host, port = port, "6379"
-            nodes.append((host, int(port)))
+            if not port.isdigit():
+                raise ValueError(f"Redis address {part.strip()!r} has a port that is not a number")
+            nodes.append((host.strip("[]"), int(port)))
         return nodes
 
     def display_url(self) -> str:
         """The address as a URL without the password, for messages and metadata."""
         scheme = "rediss" if self.secure else "redis"
         user = f"{quote(self.username)}@" if self.username else ""
-        suffix = "" if self.cluster_mode else f"/{self.db}"
+        suffix = "" if self.cluster_mode else f"/{str(self.database).strip()}"
         return f"{scheme}://{user}{self.address.replace(' ', '')}{suffix}"
 
 
@@ -113,7 +179,11 @@ def connect(destination: RedisDestination | str) -> RedisClient:
     common: dict[str, object] = {
         "password": destination.password,
         "username": destination.username,
-        "socket_connect_timeout": 5,
+        "socket_connect_timeout": min(5.0, destination.socket_timeout),
+        "socket_timeout": destination.socket_timeout,
+        # A dropped connection is retried twice; a timeout is not, or a frozen server would
+        # hold the run for several times the timeout the message names.
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.1), 2, (redis.ConnectionError,)),
         **_tls_options(destination),
     }
     where = destination.display_url()
@@ -133,7 +203,9 @@ def connect(destination: RedisDestination | str) -> RedisClient:
         if "NOAUTH" in str(error) or "WRONGPASS" in str(error):
             raise _credentials_refused(destination, error) from error
         raise
-    except (redis.ConnectionError, redis.TimeoutError) as error:
+    except redis.TimeoutError as error:
+        raise RedisUnavailable(timeout_message(where, destination.socket_timeout)) from error
+    except redis.ConnectionError as error:
         hint = "start redis-server or set REDIS_URL"
         if destination.cluster_mode:
             hint = "start the cluster, list its nodes in the address, or set cluster_mode false"
@@ -144,3 +216,11 @@ def connect(destination: RedisDestination | str) -> RedisClient:
             "set cluster_mode false for a single redis-server"
         ) from error
     return client
+
+
+def timeout_message(where: str, seconds: float) -> str:
+    return (
+        f"Redis at {where} did not answer within {seconds:g}s: it is frozen, overloaded or "
+        "unreachable (or speaks TLS where rediss:// is not used, or the reverse). Check it, "
+        f"or raise {TIMEOUT_SETTING} if it is merely slow"
+    )

@@ -10,6 +10,12 @@
   Invalid rows (blank key, duplicate key, nothing to write) are re-evaluated every run;
   rows Redis refused (e.g. WRONGTYPE) are skipped until they change, then retried.
 - ``sync.runs``: one line per run with its counts.
+- ``sync.epochs``: per sync, the epoch marker last stored in Redis. A Redis that no longer
+  holds it (restarted without persistence, flushed, failed over to an empty replica) is no
+  longer described by the snapshot, so that run rewrites every row.
+- ``sync.in_doubt``: keys of batches that were sent but not yet acknowledged, committed
+  *before* their commands go out. After a crash they may or may not be in Redis: the next
+  run resends their current values and removes the fields of those that left the source.
 
 The diff and the snapshot's advance per batch are the engine's (``engine.py``);
 :func:`record_invalid` reads the diff's temp tables ``_sync_cur`` and ``_sync_invalid``.
@@ -22,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from personalization_pipeline.sync.render import literal
 from personalization_pipeline.warehouse.transaction import transaction
 
 if TYPE_CHECKING:
@@ -44,6 +51,14 @@ def ensure_state(con: duckdb.DuckDBPyConnection, snapshot: str) -> None:
         " NULL, mode VARCHAR, status VARCHAR, added BIGINT, changed BIGINT, removed BIGINT,"
         " unchanged BIGINT, rejected BIGINT, rows_written BIGINT, seconds DOUBLE, error VARCHAR,"
         " finished_at TIMESTAMPTZ)"
+    )
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS sync.epochs (sync_name VARCHAR PRIMARY KEY,"
+        " epoch VARCHAR NOT NULL, set_at TIMESTAMPTZ NOT NULL)"
+    )
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS sync.in_doubt (sync_name VARCHAR NOT NULL,"
+        " run_id VARCHAR NOT NULL, batch_no BIGINT NOT NULL, key VARCHAR NOT NULL)"
     )
 
 
@@ -100,3 +115,41 @@ def record_invalid(con: duckdb.DuckDBPyConnection, name: str, run_id: str) -> No
             " FROM _sync_invalid",
             [name, run_id],
         )
+
+
+def read_epoch(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
+    if not table_exists(con, "sync", "epochs"):
+        return None
+    return scalar(con, "SELECT epoch FROM sync.epochs WHERE sync_name = ?", [name])
+
+
+def write_epoch(con: duckdb.DuckDBPyConnection, name: str, epoch: str) -> None:
+    con.execute("INSERT OR REPLACE INTO sync.epochs VALUES (?, ?, now())", [name, epoch])
+
+
+def in_doubt_keys(con: duckdb.DuckDBPyConnection, name: str) -> str:
+    """A relation of this sync's in-doubt keys (empty when the table does not exist yet)."""
+    if not table_exists(con, "sync", "in_doubt"):
+        return "(SELECT NULL::VARCHAR AS key WHERE false)"
+    return f"(SELECT DISTINCT key FROM sync.in_doubt WHERE sync_name = {literal(name)})"
+
+
+def mark_in_doubt(con: duckdb.DuckDBPyConnection, name: str, run_id: str, batch_no: int) -> None:
+    """Record the keys of batch ``batch_no`` of ``_sync_rows`` before it is sent."""
+    con.execute(
+        "INSERT INTO sync.in_doubt SELECT ?, ?, ?, k FROM _sync_rows WHERE batch_no = ?",
+        [name, run_id, batch_no, batch_no],
+    )
+
+
+def settle_in_doubt(con: duckdb.DuckDBPyConnection, name: str, run_id: str, batch_no: int) -> None:
+    """Batch ``batch_no`` was acknowledged: its keys are known again (call in its transaction)."""
+    con.execute(
+        "DELETE FROM sync.in_doubt WHERE sync_name = ? AND run_id = ? AND batch_no = ?",
+        [name, run_id, batch_no],
+    )
+
+
+def forget_in_doubt(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Every batch of a run was acknowledged, earlier runs' in-doubt keys among them."""
+    con.execute("DELETE FROM sync.in_doubt WHERE sync_name = ?", [name])

@@ -48,6 +48,8 @@ class Writer:
 
     needs_rows = False
     """True when batches must carry per-row keys and RESP (Redis Cluster)."""
+    client: redis.Redis | RedisCluster
+    """The client whose connections the writer borrows; also serves single commands."""
 
     def send(self, batch: Batch) -> None:
         raise NotImplementedError
@@ -93,6 +95,7 @@ def _row_errors(lines: list[bytes], row_commands: list[int], rows: list[int]) ->
 
 class StandaloneWriter(Writer):
     def __init__(self, client: redis.Redis) -> None:
+        self.client = client
         self._pool = client.connection_pool
         self._connection: redis.Connection | None = None
         self._pending: Batch | None = None
@@ -144,18 +147,18 @@ class ClusterWriter(Writer):
     needs_rows = True
 
     def __init__(self, client: RedisCluster) -> None:
-        self._client = client
+        self.client = client
         self._connections: dict[str, tuple[redis.ConnectionPool, redis.Connection]] = {}
         self._pending: list[tuple[str, list[int], list[int]]] = []
 
     def _connection(self, node) -> redis.Connection:
         if node.name not in self._connections:
-            pool = self._client.get_redis_connection(node).connection_pool
+            pool = self.client.get_redis_connection(node).connection_pool
             self._connections[node.name] = (pool, pool.get_connection())
         return self._connections[node.name][1]
 
     def send(self, batch: Batch) -> None:
-        nodes = self._client.nodes_manager
+        nodes = self.client.nodes_manager
         by_node: dict[str, list[int]] = defaultdict(list)
         node_of = {}
         for row, key in enumerate(batch.keys):
