@@ -1,12 +1,12 @@
 """Activation: project warehouse models into the Redis keyspace the product reads."""
 
-from contextlib import closing, nullcontext
+from contextlib import closing
 from typing import Literal
 
 import dagster as dg
 
 from assets.warehouse import user_profiles
-from personalization_pipeline.metadata import PREVIEW_ROWS, markdown_table
+from personalization_pipeline.metadata import PREVIEW_ROWS, markdown_table, mask_personal
 from personalization_pipeline.resources.redis import RedisResource
 from personalization_pipeline.resources.warehouse import WarehouseResource
 from personalization_pipeline.sync.engine import SyncSpec, sync_table
@@ -51,8 +51,8 @@ def redis_user_profiles(
 ) -> dg.MaterializeResult:
     """Profiles in Redis as user:<userId> hashes, as RudderStack's Redis destination writes them."""
     refuse_if_profiles_failed_their_checks(context)
-    connected = nullcontext() if config.dry_run else closing(redis.get_client())
-    with connected as client, warehouse.connect() as connection:
+    # A dry run connects too: whether Redis still holds what the snapshot says is in the plan.
+    with closing(redis.get_client()) as client, warehouse.connect() as connection:
         result = sync_table(
             connection,
             client,
@@ -70,6 +70,8 @@ def redis_user_profiles(
         f" {result.changed} changed, {result.removed} removed, {result.unchanged} unchanged,"
         f" {result.rejected} rejected; {result.rows_written} rows in {result.seconds:.2f}s"
     )
+    if result.full_sync_reason:
+        context.log.warning(f"Every profile rewritten, not only changes: {result.full_sync_reason}")
     for warning in result.warnings:
         context.log.warning(warning)
     metadata: dict[str, object] = {
@@ -77,10 +79,18 @@ def redis_user_profiles(
         "dagster/row_count": result.added + result.changed + result.unchanged,
     }
     if result.dry_run:
-        metadata["plan_samples"] = dg.MetadataValue.json(result.samples)
+        metadata["plan_samples"] = dg.MetadataValue.json(_masked_samples(result.samples))
     else:
         metadata["preview"] = preview
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _masked_samples(samples: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    return {
+        kind: [{**row, "fields": mask_personal(row["fields"])} if "fields" in row else row
+               for row in rows]
+        for kind, rows in samples.items()
+    }  # fmt: skip
 
 
 def refuse_if_profiles_failed_their_checks(context: dg.AssetExecutionContext) -> None:
@@ -129,5 +139,5 @@ def _read_back_preview(connection, client, prefix: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(markdown_table(["key", "fields"], rows))
 
 
-def _decoded(fields: dict[bytes, bytes]) -> dict[str, str]:
-    return {name.decode(): value.decode() for name, value in sorted(fields.items())}
+def _decoded(fields: dict[bytes, bytes]) -> dict[str, object]:
+    return mask_personal({name.decode(): value.decode() for name, value in sorted(fields.items())})

@@ -8,7 +8,7 @@ import dagster as dg
 
 from assets.activation import PROFILE_TRAITS, redis_user_profiles
 from assets.warehouse import user_profiles
-from personalization_pipeline.metadata import markdown_table
+from personalization_pipeline.metadata import markdown_table, mask_personal
 from personalization_pipeline.resources.redis import RedisResource
 from personalization_pipeline.resources.rules import ProfileRulesResource
 from personalization_pipeline.resources.warehouse import WarehouseResource
@@ -124,7 +124,10 @@ def user_profiles_shrink_guard(
 
 @dg.asset_check(asset=redis_user_profiles, pool="duckdb")
 def redis_user_profiles_readback(
-    warehouse: WarehouseResource, redis: RedisResource, rules: ProfileRulesResource
+    context: dg.AssetCheckExecutionContext,
+    warehouse: WarehouseResource,
+    redis: RedisResource,
+    rules: ProfileRulesResource,
 ) -> dg.AssetCheckResult:
     """A random sample of profiles read back from Redis equals the warehouse, field by field."""
     columns = ["user_id", *PROFILE_TRAITS]
@@ -150,12 +153,19 @@ def redis_user_profiles_readback(
     for key, want, got in zip(keys, expected, stored_values, strict=True):
         stored = {f: v.decode() for f, v in zip(PROFILE_TRAITS, got, strict=True) if v is not None}
         if stored != want:
-            mismatches.append((key, want, stored))
+            mismatches.append((key, mask_personal(want), mask_personal(stored)))
+    description = None
+    if mismatches:
+        description = (
+            f"{len(mismatches)} of {len(keys)} sampled profiles differ from the warehouse: "
+            "the product reads wrong or missing profiles. The next sync repairs a Redis that "
+            "lost its data; run redis_profiles_job in full mode to repair any other drift"
+        )
+        context.log.error(description)
     return dg.AssetCheckResult(
         passed=not mismatches,
-        description=f"{len(mismatches)} of {len(keys)} sampled profiles differ"
-        if mismatches
-        else None,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
         metadata={
             "sampled": len(keys),
             "mismatches": len(mismatches),

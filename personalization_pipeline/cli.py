@@ -73,22 +73,21 @@ def demo() -> None:
     import dagster as dg
 
     url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
-    ensure_redis(url)
+    try:
+        ensure_redis(url)
+    except ValueError as error:  # a malformed REDIS_URL; the message is redacted
+        sys.exit(str(error))
     dagster_home()
     from personalization_pipeline.definitions import defs
-    from personalization_pipeline.jobs import FULL_SYNC_RUN_CONFIG
 
     job = defs.resolve_job_def("warehouse_actions_job")
     with dg.DagsterInstance.get() as instance:
+        # An incremental sync: if the demo's Redis was restarted since the last demo (it keeps
+        # nothing on disk), the sync notices its lost epoch marker and rewrites every profile.
         result = job.execute_in_process(
             instance=instance,
             raise_on_error=False,
-            # Full mode: the demo's Redis may have been restarted (it keeps nothing on disk)
-            # since the warehouse's sync snapshot was taken; an incremental sync would not know.
-            run_config={
-                **FULL_SYNC_RUN_CONFIG,
-                "loggers": {"console": {"config": {"log_level": "INFO"}}},
-            },
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
     if not result.success:
         sys.exit("warehouse_actions_job failed; the error is above (and in `make dev`, Runs).")

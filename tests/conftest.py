@@ -31,6 +31,7 @@ for setting in (
     "RECONCILE_CRON",
     "REDIS_VERIFY_CRON",
     "REDIS_KEY_PREFIX",
+    "PREVIEW_PERSONAL_DATA",
 ):
     os.environ.pop(setting, None)
 

@@ -1,5 +1,6 @@
 """Asset checks pass on good data, fail on bad data, and a failure blocks the Redis sync."""
 
+import logging
 from pathlib import Path
 
 import dagster as dg
@@ -138,17 +139,38 @@ def test_readback_check_finds_drift_in_redis(pipeline_resources, redis_client):
     redis_client.hset("user:U000002", "income_bracket", "level_5")
     redis_client.hdel("user:U000003", "email")
     resources = {**pipeline_resources, "rules": ProfileRulesResource(readback_sample_size=5000)}
+    instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [redis_user_profiles, redis_user_profiles_readback],
         resources=resources,
         selection=dg.AssetSelection.checks(redis_user_profiles_readback),
         raise_on_error=False,
+        instance=instance,
     )
     (evaluation,) = result.get_asset_check_evaluations()
     assert not evaluation.passed
+    assert evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert evaluation.metadata["sampled"].value == 962
     assert evaluation.metadata["mismatches"].value == 2
-    assert "user:U000002" in evaluation.metadata["examples"].value
+    examples = evaluation.metadata["examples"].value
+    assert "user:U000002" in examples
+    # Emails are masked in the event log: "q***@example.com", never the address itself.
+    assert "quinn.garcia.2@example.com" not in examples and "q***@example.com" in examples
+    errors = [e for e in instance.all_logs(result.run_id) if e.level == logging.ERROR]
+    assert any("2 of 962 sampled profiles differ" in e.user_message for e in errors)
+
+
+def test_readback_of_a_flushed_redis_fails_loudly(pipeline_resources, redis_client):
+    assert run_profile_path(pipeline_resources).success
+    redis_client.flushall()
+    result = dg.materialize(
+        [redis_user_profiles, redis_user_profiles_readback],
+        resources=pipeline_resources,
+        selection=dg.AssetSelection.checks(redis_user_profiles_readback),
+        raise_on_error=False,
+    )
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.metadata["mismatches"].value == 100
 
 
 def test_sync_ignores_fields_it_does_not_own(pipeline_resources, redis_client):
