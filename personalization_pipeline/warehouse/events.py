@@ -139,32 +139,24 @@ class DrainSettings:
         )
 
 
-@dataclass(frozen=True)
-class DrainResult:
-    read: int
-    """Stream entries handled, claimed ones included."""
-    landed: int
-    """New rows in raw.events."""
-    duplicates: int
-    """Entries whose messageId had landed already (SDK retries, re-claimed entries)."""
-    rejected: int
-    claimed: int
-    """Entries left pending by an earlier drain that died, claimed and handled by this one."""
-    trimmed: int
-    """Entries removed by MAXLEN before they landed: lost, and recorded in raw.events_trimmed."""
-    backlog: int
-    """Entries still waiting when this run stopped."""
-    seconds: float
-
-
 @dataclass
-class _Tally:
+class DrainResult:
+    """What one drain did; filled in as it goes."""
+
     read: int = 0
+    """Stream entries handled, claimed ones included."""
     landed: int = 0
+    """New rows in raw.events."""
     duplicates: int = 0
+    """Entries whose messageId had landed already (SDK retries, re-claimed entries)."""
     rejected: int = 0
     claimed: int = 0
+    """Entries left pending by an earlier drain that died, claimed and handled by this one."""
     trimmed: int = 0
+    """Entries removed by MAXLEN before they landed: lost, and recorded in raw.events_trimmed."""
+    backlog: int = 0
+    """Entries still waiting when this run stopped."""
+    seconds: float = 0.0
 
 
 def default_consumer_name() -> str:
@@ -190,21 +182,21 @@ def drain_events(
     connection.execute("SET TimeZone = 'UTC'")
     for key in keys:
         ensure_group(client, key)
-    tally = _Tally()
+    result = DrainResult()
     for key in keys:
-        _claim_pending(client, connection, key, consumer, settings, tally, log)
-    while tally.read < settings.max_events and time.monotonic() - started < settings.max_seconds:
-        _record_trimmed(client, connection, keys, tally, log)
+        _claim_pending(client, connection, key, consumer, settings, result, log)
+    while result.read < settings.max_events and time.monotonic() - started < settings.max_seconds:
+        _record_trimmed(client, connection, keys, result, log)
         entries = _read_new(client, keys, consumer, settings.batch_size)
         if not entries:
             break
-        _land(client, connection, entries, tally)
-        log(f"Landed {tally.landed} events so far ({tally.read} entries read)")
-    _record_trimmed(client, connection, keys, tally, log)
+        _land(client, connection, entries, result)
+        log(f"Landed {result.landed} events so far ({result.read} entries read)")
+    _record_trimmed(client, connection, keys, result, log)
     _forget_idle_consumers(client, keys)
-    return DrainResult(
-        **vars(tally), backlog=backlog(client, keys), seconds=time.monotonic() - started
-    )
+    result.backlog = backlog(client, keys)
+    result.seconds = time.monotonic() - started
+    return result
 
 
 def _claim_pending(
@@ -213,7 +205,7 @@ def _claim_pending(
     key: str,
     consumer: str,
     settings: DrainSettings,
-    tally: _Tally,
+    result: DrainResult,
     log: Callable[[str], None],
 ) -> None:
     cursor = "0-0"
@@ -225,11 +217,11 @@ def _claim_pending(
             # Read by a drain that died, then trimmed before anyone landed them.
             ids = [as_text(entry_id) for entry_id in deleted]
             _record_loss(connection, key, len(ids), "trimmed while pending", ids)
-            tally.trimmed += len(ids)
+            result.trimmed += len(ids)
             log(f"{len(ids)} pending entries of {key} were trimmed before they landed")
         if entries:
-            tally.claimed += len(entries)
-            _land(client, connection, [(key, entries)], tally)
+            result.claimed += len(entries)
+            _land(client, connection, [(key, entries)], result)
         if as_text(cursor) == "0-0":
             return
 
@@ -249,7 +241,7 @@ def _land(
     client: RedisClient,
     connection: duckdb.DuckDBPyConnection,
     entries: Sequence[tuple[str, list]],
-    tally: _Tally,
+    result: DrainResult,
 ) -> None:
     """One transaction for the batch, then XACK: an entry is acknowledged only once it landed."""
     rows = [
@@ -275,10 +267,10 @@ def _land(
     for key, stream_entries in entries:
         pipeline.xack(key, EVENTS_CONSUMER_GROUP, *[entry_id for entry_id, _ in stream_entries])
     pipeline.execute()
-    tally.read += len(rows)
-    tally.landed += landed
-    tally.rejected += rejected
-    tally.duplicates += len(rows) - rejected - landed
+    result.read += len(rows)
+    result.landed += landed
+    result.rejected += rejected
+    result.duplicates += len(rows) - rejected - landed
 
 
 def _entry_text(fields: dict[bytes, bytes]) -> tuple[str | None, str | None]:
@@ -304,7 +296,7 @@ def _record_trimmed(
     client: RedisClient,
     connection: duckdb.DuckDBPyConnection,
     keys: Sequence[str],
-    tally: _Tally,
+    result: DrainResult,
     log: Callable[[str], None],
 ) -> None:
     """Count entries trimmed before the group read them, once: after recording them in the
@@ -321,7 +313,7 @@ def _record_trimmed(
             position.last_delivered_id,
             entries_read=position.read_count + lost,
         )
-        tally.trimmed += lost
+        result.trimmed += lost
         log(
             f"{lost} entries of {position.stream} were trimmed (EVENTS_STREAM_MAX_LENGTH) before "
             "the drain read them: they are lost. Drain more often or raise the stream length"
