@@ -5,6 +5,7 @@ Real redis-server and DuckDB files; events are XADDed in the gateway's stream fo
 
 from __future__ import annotations
 
+import os
 import time
 
 import dagster as dg
@@ -15,6 +16,14 @@ from personalization_pipeline.definitions import defs
 from personalization_pipeline.resources.redis import RedisResource
 from personalization_pipeline.sensors import TRIGGER_TAG, events_sensor
 from tests.test_event_drain import event, xadd
+
+
+@pytest.fixture(autouse=True)
+def default_event_settings(monkeypatch):
+    """The documented defaults, whatever the shell exports (the shard count above all)."""
+    for variable in list(os.environ):
+        if variable.startswith("EVENTS_"):
+            monkeypatch.delenv(variable)
 
 
 def materialization(result: dg.ExecuteInProcessResult, asset: str) -> dict:
