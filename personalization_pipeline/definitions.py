@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from assets import activation, sources, warehouse
+from assets import activation, events, sources, warehouse
 from personalization_pipeline import checks, jobs, schedules, sensors
 from personalization_pipeline.settings import resources_from_env
 
@@ -14,10 +14,14 @@ REDIS_FRESHNESS = dg.FreshnessPolicy.time_window(
 )
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([sources, warehouse, activation]),
+    assets=dg.load_assets_from_modules([sources, events, warehouse, activation]),
     asset_checks=dg.load_asset_checks_from_modules([checks]),
-    jobs=[jobs.warehouse_actions_job, jobs.redis_profiles_job],
-    sensors=[sensors.salesforce_contacts_sensor, sensors.income_enrichment_sensor],
+    jobs=[jobs.warehouse_actions_job, jobs.redis_profiles_job, jobs.events_job],
+    sensors=[
+        sensors.salesforce_contacts_sensor,
+        sensors.income_enrichment_sensor,
+        sensors.events_sensor,
+    ],
     schedules=[
         schedules.redis_verify_schedule,
         schedules.reconcile_schedule,

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets.activation import redis_user_profiles
+from assets.events import raw_events
 from assets.sources import income_enrichment, salesforce_contacts
 from assets.warehouse import user_profiles
 
@@ -21,3 +22,9 @@ redis_profiles_job = dg.define_asset_job(
 # Run config for a full rewrite. It goes on the run (schedule, launchpad), not on the job: job
 # level config would also pin the resources' config and hide test or launch-time overrides.
 FULL_SYNC_RUN_CONFIG = {"ops": {"redis_user_profiles": {"config": {"mode": "full"}}}}
+
+events_job = dg.define_asset_job(
+    name="events_job",
+    selection=[raw_events],
+    description="Drain the gateway's event streams into raw.events (started by events_sensor).",
+)

@@ -1,4 +1,5 @@
-"""Sensors: start the profile path only when a source changed, or when its last run failed.
+"""Sensors: start the profile path only when a source changed, or when its last run failed;
+drain the event streams when enough events wait or some have waited long enough.
 
 Each evaluation is cheap (a COUNT and a one-row query against Salesforce; a stat and, only when
 that moved, a hash of the enrichment file) and never opens the DuckDB warehouse, which belongs
@@ -14,6 +15,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
@@ -21,8 +23,12 @@ import dagster as dg
 from assets.activation import redis_user_profiles
 from assets.sources import income_enrichment, salesforce_contacts
 from assets.warehouse import user_profiles
-from personalization_pipeline.jobs import warehouse_actions_job
+from personalization_pipeline.events.backlog import backlog
+from personalization_pipeline.events.streams import EventStreams, positive_int
+from personalization_pipeline.jobs import events_job, warehouse_actions_job
+from personalization_pipeline.keys import event_stream_keys
 from personalization_pipeline.resources.enrichment import EnrichmentFileResource
+from personalization_pipeline.resources.redis import RedisResource
 from personalization_pipeline.resources.salesforce import ContactSource
 from personalization_pipeline.warehouse.income import missing_file_message
 
@@ -176,4 +182,70 @@ def income_enrichment_sensor(
         run_key=f"income:{fingerprint['sha256'][:16]}:{fingerprint['mtime_ns']}",
         asset_selection=selection,
         tags={TRIGGER_TAG: context.sensor_name},
+    )
+
+
+DEFAULT_DRAIN_BACKLOG = 10_000
+DEFAULT_DRAIN_INTERVAL_SECONDS = 300
+# How often the backlog is looked at: one XINFO STREAM and XINFO GROUPS per stream.
+EVENTS_SENSOR_TICK_SECONDS = 30
+UNFINISHED_RUN_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def drain_backlog_threshold() -> int:
+    """EVENTS_DRAIN_BACKLOG, default 10,000: this many waiting events start a drain at once."""
+    return positive_int("EVENTS_DRAIN_BACKLOG", DEFAULT_DRAIN_BACKLOG)
+
+
+def drain_interval_seconds() -> int:
+    """EVENTS_DRAIN_INTERVAL_SECONDS, default 300: a drain at least this often while any wait."""
+    return positive_int("EVENTS_DRAIN_INTERVAL_SECONDS", DEFAULT_DRAIN_INTERVAL_SECONDS)
+
+
+@dg.sensor(
+    job=events_job,
+    minimum_interval_seconds=EVENTS_SENSOR_TICK_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def events_sensor(
+    context: dg.SensorEvaluationContext, redis: RedisResource
+) -> dg.RunRequest | dg.SkipReason:
+    """Drains the event streams when the backlog passes a threshold or every few minutes.
+
+    The backlog comes from Redis alone (XINFO): the warehouse belongs to the runs. The cursor is
+    when the last drain was requested; a run still queued or running is never joined by another,
+    and after a failed drain the next one waits for the interval instead of the next tick.
+    """
+    unfinished = context.instance.get_runs(
+        filters=dg.RunsFilter(job_name=events_job.name, statuses=UNFINISHED_RUN_STATUSES), limit=1
+    )
+    if unfinished:
+        return dg.SkipReason(
+            f"Drain run {unfinished[0].run_id} is {unfinished[0].status.value}; waiting for it"
+        )
+    keys = event_stream_keys(EventStreams.from_env().shards, redis.prefix)
+    with closing(redis.get_client()) as client:
+        waiting = backlog(client, keys)
+    last_request = float(context.cursor) if context.cursor else None
+    now = time.time()
+    due = last_request is None or now - last_request >= drain_interval_seconds()
+    latest = context.instance.get_runs(filters=dg.RunsFilter(job_name=events_job.name), limit=1)
+    failed = bool(latest) and latest[0].status == dg.DagsterRunStatus.FAILURE
+    if waiting == 0 or not (due or (waiting >= drain_backlog_threshold() and not failed)):
+        return dg.SkipReason(
+            f"{waiting} events waiting in {len(keys)} streams"
+            + ("; the last drain failed, the next waits for the interval" if failed else "")
+        )
+    # The key names the previous request, so a tick that is retried cannot start a second run.
+    run_key = f"events:{context.cursor or 'first'}"
+    context.update_cursor(str(now))
+    return dg.RunRequest(
+        run_key=run_key,
+        tags={TRIGGER_TAG: context.sensor_name, "personalization/backlog": str(waiting)},
     )

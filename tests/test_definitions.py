@@ -38,7 +38,7 @@ def test_profile_path_assets_groups_and_lineage():
         for key in ("user_profiles", "redis_user_profiles")
     }
     assert parents == {
-        "user_profiles": {"salesforce_contacts", "income_enrichment"},
+        "user_profiles": {"salesforce_contacts", "income_enrichment", "raw_events"},
         "redis_user_profiles": {"user_profiles"},
     }
     for key in PROFILE_ASSETS:
@@ -48,7 +48,7 @@ def test_profile_path_assets_groups_and_lineage():
 def test_everything_that_opens_the_warehouse_is_in_the_duckdb_pool():
     definitions = [*defs.assets, *defs.asset_checks]
     users = [d for d in definitions if "warehouse" in d.required_resource_keys]
-    assert len(users) == len(definitions) == 9
+    assert len(users) == len(definitions) == 10
     assert {d.node_def.name: d.op.pool for d in users} == {d.node_def.name: "duckdb" for d in users}
 
 
@@ -60,6 +60,17 @@ def test_the_redis_sync_gates_on_every_blocking_check_of_user_profiles():
         if graph.get_check_spec(key).blocking
     }
     assert blocking == set(USER_PROFILES_BLOCKING_CHECKS)
+
+
+def test_the_event_drain_is_a_source_with_its_own_job_and_sensor():
+    graph = defs.resolve_asset_graph()
+    raw_events = graph.get(dg.AssetKey("raw_events"))
+    assert raw_events.group_name == "sources"
+    assert set(raw_events.kinds) == {"redis", "duckdb"}
+    assert raw_events.description
+    job = defs.resolve_job_def("events_job")
+    assert {key.to_user_string() for key in job.asset_layer.selected_asset_keys} == {"raw_events"}
+    assert defs.resolve_sensor_def("events_sensor").job_name == "events_job"
 
 
 def test_sensors_never_need_the_warehouse():

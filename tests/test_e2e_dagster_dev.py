@@ -101,12 +101,14 @@ def test_ui_serves_the_graph_runs_the_job_and_sensors_are_on(dagster_dev, redis_
     assert {k: n["groupName"] for k, n in nodes.items()} == {
         "salesforce_contacts": "sources",
         "income_enrichment": "sources",
+        "raw_events": "sources",
         "user_profiles": "warehouse",
         "redis_user_profiles": "activation",
     }
     assert {d["path"][0] for d in nodes["user_profiles"]["dependencyKeys"]} == {
         "salesforce_contacts",
         "income_enrichment",
+        "raw_events",
     }
 
     selector = {"repositoryLocationName": LOCATION, "repositoryName": "__repository__"}
@@ -116,6 +118,8 @@ def test_ui_serves_the_graph_runs_the_job_and_sensors_are_on(dagster_dev, redis_
     } == {
         "salesforce_contacts_sensor": ("RUNNING", 1800),
         "income_enrichment_sensor": ("RUNNING", 1800),
+        # Its first tick finds the streams empty and starts nothing.
+        "events_sensor": ("RUNNING", 30),
     }
 
     run_id = dagster_dev.submit_job_execution(

@@ -39,12 +39,12 @@ class EventStreams:
         Changing the shard count moves users to other streams: drain every stream first.
         """
         return cls(
-            shards=_positive_int("EVENTS_STREAM_SHARDS", DEFAULT_SHARDS),
-            max_length=_positive_int("EVENTS_STREAM_MAX_LENGTH", DEFAULT_MAX_LENGTH),
+            shards=positive_int("EVENTS_STREAM_SHARDS", DEFAULT_SHARDS),
+            max_length=positive_int("EVENTS_STREAM_MAX_LENGTH", DEFAULT_MAX_LENGTH),
         )
 
 
-def _positive_int(variable: str, default: int) -> int:
+def positive_int(variable: str, default: int) -> int:
     text = os.environ.get(variable) or str(default)
     try:
         return int(text)

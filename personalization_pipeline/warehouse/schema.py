@@ -25,6 +25,44 @@ CREATE TABLE IF NOT EXISTS raw.income_enrichment (
     source_file VARCHAR NOT NULL,
     loaded_at TIMESTAMP NOT NULL
 );
+-- Events from the gateway's streams, one row per messageId (personalization_pipeline/
+-- warehouse/events.py). Timestamps are UTC; payload is the event exactly as accepted.
+CREATE TABLE IF NOT EXISTS raw.events (
+    message_id VARCHAR PRIMARY KEY,
+    type VARCHAR,                       -- lowercased: identify, track, page, ...
+    event VARCHAR,                      -- track name
+    user_id VARCHAR,
+    anonymous_id VARCHAR,
+    "timestamp" TIMESTAMP NOT NULL,     -- when it happened, as resolved by the gateway
+    received_at TIMESTAMP NOT NULL,
+    landed_at TIMESTAMP NOT NULL,
+    stream VARCHAR NOT NULL,
+    entry_id VARCHAR NOT NULL,          -- of the first entry that carried it
+    payload JSON NOT NULL
+);
+CREATE TABLE IF NOT EXISTS raw.events_rejected (
+    stream VARCHAR NOT NULL,
+    entry_id VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    raw VARCHAR,                        -- the entry's text, to repair and replay by hand
+    rejected_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (stream, entry_id)
+);
+CREATE TABLE IF NOT EXISTS raw.events_trimmed (
+    detected_at TIMESTAMP NOT NULL,
+    stream VARCHAR NOT NULL,
+    entries BIGINT NOT NULL,            -- lost: removed by the stream's MAXLEN before landing
+    how VARCHAR NOT NULL,
+    entry_ids VARCHAR[] NOT NULL        -- known only for entries that were pending
+);
+-- Which emails an app user identified with, from identify events (traits, context.traits).
+CREATE TABLE IF NOT EXISTS analytics.identities (
+    user_id VARCHAR NOT NULL,
+    email VARCHAR NOT NULL,             -- trimmed and lowercased, for matching
+    first_seen TIMESTAMP NOT NULL,
+    last_seen TIMESTAMP NOT NULL,
+    PRIMARY KEY (user_id, email)
+);
 """
 
 
