@@ -40,7 +40,7 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 from personalization_pipeline.events.connection import AsyncRedis
-from personalization_pipeline.events.intake import GO_WHITESPACE, AcceptedEvent, encode_event
+from personalization_pipeline.events.intake import GO_WHITESPACE, AcceptedEvent, compact_json
 from personalization_pipeline.events.streams import EventStreams
 from personalization_pipeline.keys import (
     EVENT_FIELD,
@@ -68,23 +68,32 @@ PURCHASE_FIELD = "recent_five_purchases.purchase_"
 _ORIGIN = datetime(1, 1, 1, tzinfo=UTC)
 _MICROSECOND = datetime.resolution
 
+# Each call carries its payload in one argument: redis-py packs arguments one by one in
+# Python, which costs more than the scripts themselves once a request has hundreds.
+
+# KEYS[1]: a stream. ARGV: max length, entry field, the events as JSON lines (orjson never
+# writes a raw newline).
 APPEND_SCRIPT = """
-for i = 3, #ARGV do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', ARGV[2], ARGV[i])
+local events, from = ARGV[3], 1
+while from <= #events do
+  local stop = string.find(events, '\\n', from, true) or (#events + 1)
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', ARGV[2],
+    string.sub(events, from, stop - 1))
+  from = stop + 1
 end
-return #ARGV - 2
 """
 
-# KEYS: profile, log, profile, log, … ARGV: log size, shown, field prefix, then per user its
-# op count and ops: 'I' n field value … (identify) | 'P' sortkey messageId n sku … (purchase).
+# KEYS: profile, log, profile, log, … ARGV[1]: JSON [log size, shown, field prefix, ops, …]
+# with one ops list per profile: 'I', n, field, value, … (identify) and 'P', sortkey,
+# messageId, n, sku, … (purchase), in request order.
 PROFILE_SCRIPT = """
-local size, shown, field = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local at = 4
+local args = cjson.decode(ARGV[1])
+local size, shown, field = args[1], args[2], args[3]
 
 -- HSET in slices: unpack() of thousands of values overflows Lua's C stack.
-local function hset_args(key, first, last)
+local function hset_range(key, ops, first, last)
   for from = first, last, 1000 do
-    redis.call('HSET', key, unpack(ARGV, from, math.min(from + 999, last)))
+    redis.call('HSET', key, unpack(ops, from, math.min(from + 999, last)))
   end
 end
 
@@ -92,7 +101,7 @@ local function newer(a, b)
   return a[1] > b[1] or (a[1] == b[1] and a[2] > b[2])
 end
 
--- Top `size` purchases by (time, messageId); false when the log did not change.
+-- Keep the top `size` purchases by (time, messageId); false when the log did not change.
 local function record(log, entry)
   for i = 1, #log do
     if log[i][2] == entry[2] then return false end
@@ -121,19 +130,18 @@ local function show(profile, log)
   for k = n + 1, shown do redis.call('HDEL', profile, field .. k) end
 end
 
-for u = 1, #KEYS, 2 do
-  local profile, logkey = KEYS[u], KEYS[u + 1]
-  local ops = tonumber(ARGV[at]); at = at + 1
-  local log, changed = nil, false
-  for _ = 1, ops do
-    local n = tonumber(ARGV[at + 1])
-    if ARGV[at] == 'I' then
-      hset_args(profile, at + 2, at + 1 + 2 * n)
+for u = 1, #KEYS / 2 do
+  local profile, logkey, ops = KEYS[2 * u - 1], KEYS[2 * u], args[3 + u]
+  local at, log, changed = 1, nil, false
+  while at <= #ops do
+    if ops[at] == 'I' then
+      local n = ops[at + 1]
+      hset_range(profile, ops, at + 2, at + 1 + 2 * n)
       at = at + 2 + 2 * n
     else
-      n = tonumber(ARGV[at + 3])
-      local entry = {ARGV[at + 1], ARGV[at + 2]}
-      for k = 1, n do entry[k + 2] = ARGV[at + 3 + k] end
+      local n = ops[at + 3]
+      local entry = {ops[at + 1], ops[at + 2]}
+      for k = 1, n do entry[k + 2] = ops[at + 3 + k] end
       at = at + 4 + n
       if log == nil then
         local stored = redis.call('GET', logkey)
@@ -147,7 +155,6 @@ for u = 1, #KEYS, 2 do
   end
   if changed then redis.call('SET', logkey, cjson.encode(log)) end
 end
-return #KEYS / 2
 """
 
 
@@ -213,33 +220,26 @@ class EventEffects:
     def plan(self, accepted: Sequence[AcceptedEvent]) -> list[Call]:
         """The script calls for a request: stream appends first, then profile effects."""
         shards = self.streams.shards
-        appends: dict[int, list[Any]] = {}
+        appends: dict[int, list[bytes]] = {}
         profiles: dict[str, list[Any]] = {}
         for item in accepted:
             event = item.event
             shard = stream_shard(_identity(event), shards) if shards > 1 else 0
-            appends.setdefault(shard, []).append(encode_event(event))
-            ops = self._profile_ops(event, item.timestamp)
-            if ops is not None:
-                key, op = ops
-                profiles.setdefault(key, [0]).extend(op)
-                profiles[key][0] += 1
+            appends.setdefault(shard, []).append(compact_json(event))
+            effect = self._profile_ops(event, item.timestamp)
+            if effect is not None:
+                key, ops = effect
+                profiles.setdefault(key, []).extend(ops)
         calls: list[Call] = [
-            (APPEND, [self._stream_keys[shard]], [*self._append_head, *entries])
-            for shard, entries in appends.items()
+            (APPEND, [self._stream_keys[shard]], [*self._append_head, b"\n".join(lines)])
+            for shard, lines in appends.items()
         ]
-        if self.cluster:
-            calls += [
-                (PROFILE, [key, purchases_key(key)], [*self._profile_head, *ops])
-                for key, ops in profiles.items()
-            ]
-        elif profiles:
-            keys: list[str] = []
-            args: list[Any] = list(self._profile_head)
-            for key, ops in profiles.items():
-                keys += (key, purchases_key(key))
-                args += ops
-            calls.append((PROFILE, keys, args))
+        # Redis Cluster runs a script only on keys of one slot: one call per profile there.
+        groups = [[key] for key in profiles] if self.cluster else [list(profiles)]
+        for group in filter(None, groups):
+            keys = [name for key in group for name in (key, purchases_key(key))]
+            payload = compact_json([*self._profile_head, *(profiles[key] for key in group)])
+            calls.append((PROFILE, keys, [payload]))
         return calls
 
     def _profile_ops(self, event: dict[str, Any], timestamp: datetime) -> tuple[str, list] | None:
@@ -252,18 +252,17 @@ class EventEffects:
                 # Rejected by RudderStack's Redis destination (blank userId, no traits): the
                 # event is still accepted and streamed, only the hash is not written.
                 key, fields = encode_identify(event, self.prefix)
-                op: list[Any] = ["I", len(fields)]
+                ops: list[Any] = ["I", len(fields)]
                 for name, value in fields.items():
-                    op += (name, value)
-                return key, op
+                    ops += (name, value)
+                return key, ops
             if kind == "track" and event.get("event") in self.purchase_events:
                 skus = purchase_skus(event.get("properties"))
                 if not skus:
                     return None
                 # Anonymous purchases have no profile hash (IdentifyError): streamed only.
                 key = user_key(event.get("userId"), self.prefix)
-                op = ["P", _sort_key(timestamp), event["messageId"], len(skus), *skus]
-                return key, op
+                return key, ["P", _sort_key(timestamp), event["messageId"], len(skus), *skus]
         except IdentifyError:
             return None
         return None

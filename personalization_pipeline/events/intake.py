@@ -15,6 +15,7 @@ stored event has one.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,7 +30,7 @@ __all__ = [
     "AcceptedEvent",
     "Rejection",
     "accept_events",
-    "encode_event",
+    "compact_json",
     "parse_timestamp",
     "rfc3339_millis",
 ]
@@ -55,6 +56,10 @@ NO_IDENTITY = Rejection(400, "request neither has anonymousId nor userId")
 EMPTY_BATCH = Rejection(400, "empty batch payload")
 
 
+# A "-0" that may be the JSON number minus zero (dates and "SKU-0" match too: harmless).
+_MINUS_ZERO = re.compile(rb"-0(?![.eE\d])")
+
+
 def parse_body(body: bytes) -> Any:
     """The body as JSON; orjson first, the identify module's parser where orjson differs.
 
@@ -62,7 +67,7 @@ def parse_body(body: bytes) -> Any:
     encoding renders ``-0``) and refuses numbers beyond a double and lone surrogate escapes,
     which rudder-server accepts as valid JSON.
     """
-    if b"-0" not in body:
+    if _MINUS_ZERO.search(body) is None:
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -100,18 +105,22 @@ def rfc3339_millis(moment: datetime) -> str:
 
 def _resolve_times(event: dict[str, Any], received: datetime, received_at: str) -> datetime:
     """Set the processor's time fields on ``event``; return its resolved timestamp."""
+    timestamp = parse_timestamp(event.get("timestamp"))
+    if timestamp is not None:
+        # The usual case (SDKs send timestamp): the other two are only defaulted if absent.
+        event.setdefault("originalTimestamp", received_at)
+        event.setdefault("sentAt", received_at)
+        return timestamp
     original = parse_timestamp(event.get("originalTimestamp"))
     if original is None:
         event["originalTimestamp"] = received_at
     sent = parse_timestamp(event.get("sentAt"))
     if sent is None:
         event["sentAt"] = received_at
-    timestamp = parse_timestamp(event.get("timestamp"))
-    if timestamp is None:
-        # Clock-skew correction: how long the event waited on the device before sending.
-        waited = (sent - original) if sent is not None and original is not None else timedelta()
-        timestamp = received - waited
-        event["timestamp"] = rfc3339_millis(timestamp)
+    # Clock-skew correction: how long the event waited on the device before it was sent.
+    waited = (sent - original) if sent is not None and original is not None else timedelta()
+    timestamp = received - waited
+    event["timestamp"] = rfc3339_millis(timestamp)
     return timestamp
 
 
@@ -170,11 +179,11 @@ def accept_events(
     ]
 
 
-def encode_event(event: dict[str, Any]) -> bytes:
-    """The event as compact JSON for the stream entry."""
+def compact_json(value: Any) -> bytes:
+    """Compact JSON of an accepted event (or anything built from one)."""
     try:
-        return orjson.dumps(event)
+        return orjson.dumps(value)
     except TypeError:
         # Integers beyond 64 bits or lone surrogates (only from parse_json's path): escaped
         # ASCII JSON keeps them readable by any JSON parser.
-        return json.dumps(event, separators=(",", ":"), ensure_ascii=True).encode()
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=True).encode()
