@@ -5,11 +5,11 @@ JSON; ``/v1/batch`` takes ``{"batch": [event, …]}``, the other endpoints take 
 ``type`` is overwritten from the path; every event must be an object with a non-blank
 ``userId`` or ``anonymousId``. One bad event rejects the whole request. Accepted events get
 ``messageId`` (a new UUIDv4 unless a non-blank string), ``receivedAt`` (unless a string),
-``request_ip`` (unless present), ``originalTimestamp`` / ``sentAt`` (receivedAt unless they
-parse) and the processor's resolved ``timestamp`` (kept if it parses, else
-``receivedAt - (sentAt - originalTimestamp)`` with the server's arrival time, as the
-processor uses the job's). A missing or null ``type`` in a batch becomes ``""`` so every
-stored event has one.
+``request_ip`` (unless present), the processor's resolved ``timestamp`` (kept if it parses,
+else ``receivedAt - (sentAt - originalTimestamp)`` with the server's arrival time, as the
+processor uses the job's) and ``originalTimestamp`` / ``sentAt`` (receivedAt when absent, or
+when the timestamp had to be computed and they do not parse). A missing or null ``type`` in
+a batch becomes ``""`` so every stored event has one.
 """
 
 from __future__ import annotations
