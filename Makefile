@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo dev test bench lint format clean
+.PHONY: demo dev serve test bench lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ demo: $(STAMP)
 
 dev: $(STAMP)
 	$(BIN)/personalization dev
+
+# The demo's write key unless EVENTS_WRITE_KEYS is set; the command alone refuses to start
+# without one.
+serve: $(STAMP)
+	EVENTS_WRITE_KEYS="$${EVENTS_WRITE_KEYS:-demo-write-key}" $(BIN)/personalization serve
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -1,4 +1,4 @@
-"""`personalization`: the commands behind `make demo` and `make dev`."""
+"""`personalization`: the commands behind `make demo`, `make dev` and `make serve`."""
 
 from __future__ import annotations
 
@@ -114,15 +114,57 @@ def dev(port: int) -> None:
     )
 
 
+def serve(host: str, port: int, workers: int) -> None:
+    """The event gateway on granian (ASGI), `workers` processes sharing only Redis."""
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.server import Server
+
+    from personalization_pipeline.events.config import GatewaySettings
+    from personalization_pipeline.sync.redis_config import RedisUnavailable, connect
+
+    try:
+        settings = GatewaySettings.from_env()
+    except ValueError as error:
+        sys.exit(f"personalization serve refused to start: {error}")
+    where = settings.destination.display_url()
+    try:
+        connect(settings.destination).close()
+    except RedisUnavailable as error:
+        print(f"Warning: {error}. Until then every request is answered 503 (SDKs retry).")
+    print(
+        f"Event gateway on http://{host}:{port} ({workers} workers), storing into {where}; "
+        f"{len(settings.write_keys)} write key(s) accepted"
+    )
+    Server(
+        "personalization_pipeline.events.app:create_app",
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        factory=True,
+        workers=workers,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,
+        websockets=False,
+    ).serve()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="personalization", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="run the profile pipeline on the sample data and show Redis")
     dev_parser = commands.add_parser("dev", help="start the Dagster UI, daemon and sensors")
     dev_parser.add_argument("--port", type=int, default=3000)
+    serve_parser = commands.add_parser(
+        "serve", help="start the RudderStack-compatible event gateway (needs EVENTS_WRITE_KEYS)"
+    )
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=8080)
+    serve_parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo()
+    elif args.command == "serve":
+        serve(args.host, args.port, args.workers)
     else:
         dev(args.port)
 
