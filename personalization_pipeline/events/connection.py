@@ -13,7 +13,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 # The sync client's TLS settings (rediss://, skip_verify, CA data) apply here unchanged.
-from personalization_pipeline.sync.redis_config import RedisDestination, _tls_options
+from personalization_pipeline.sync.redis_config import RedisDestination, tls_options
 
 __all__ = ["DEFAULT_SOCKET_TIMEOUT", "AsyncRedis", "async_client"]
 
@@ -33,7 +33,7 @@ def async_client(
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_timeout,
         "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
-        **_tls_options(destination),
+        **tls_options(destination),
     }
     if destination.cluster_mode:
         return RedisCluster(

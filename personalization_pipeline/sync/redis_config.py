@@ -148,7 +148,7 @@ class RedisDestination:
         return f"{scheme}://{user}{self.address.replace(' ', '')}{suffix}"
 
 
-def _tls_options(destination: RedisDestination) -> dict[str, object]:
+def tls_options(destination: RedisDestination) -> dict[str, object]:
     if not destination.secure:
         return {}
     options: dict[str, object] = {"ssl": True}
@@ -184,7 +184,7 @@ def connect(destination: RedisDestination | str) -> RedisClient:
         # A dropped connection is retried twice; a timeout is not, or a frozen server would
         # hold the run for several times the timeout the message names.
         "retry": Retry(ExponentialBackoff(cap=1.0, base=0.1), 2, (redis.ConnectionError,)),
-        **_tls_options(destination),
+        **tls_options(destination),
     }
     where = destination.display_url()
     try:
