@@ -120,7 +120,9 @@ def test_shrink_guard_blocks_a_collapsed_extract_until_the_limit_is_raised(
     half = tmp_path / "contacts.csv"
     lines = (SAMPLE_DIR / "salesforce_contacts.csv").read_text().splitlines(keepends=True)
     half.write_text("".join(lines[:501]).replace("maya.jensen.1@", "maya.new@"))
-    shrunk = {**pipeline_resources, "salesforce": SampleContactSource(path=str(half))}
+    # The export's own delete guard would refuse first; this test is about the profile guard.
+    source = SampleContactSource(path=str(half), max_delete_fraction=1)
+    shrunk = {**pipeline_resources, "salesforce": source}
     blocked = run_profile_path(shrunk, instance)
     guard = evaluations(blocked)["user_profiles_shrink_guard"]
     assert not blocked.success and not guard.passed

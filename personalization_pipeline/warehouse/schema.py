@@ -23,8 +23,11 @@ CREATE TABLE IF NOT EXISTS raw.income_enrichment (
     income_bracket VARCHAR,
     enriched_at DATE,
     source_file VARCHAR NOT NULL,
-    loaded_at TIMESTAMP NOT NULL
+    loaded_at TIMESTAMP NOT NULL,
+    source_line BIGINT                  -- the row's line (CSV) or row number (Parquet)
 );
+-- Warehouses created before the tie-break on file order gain the column.
+ALTER TABLE raw.income_enrichment ADD COLUMN IF NOT EXISTS source_line BIGINT;
 """
 
 
