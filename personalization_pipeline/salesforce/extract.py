@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -358,12 +359,9 @@ def _land_page(
     )
     result.pages += 1
     result.rows_fetched += len(page)
-    with transaction(connection):
+    with _naming_bad_values(connection, page, frame.attrs, fields), transaction(connection):
         connection.register("contact_page", page)
-        try:
-            connection.execute(STAGE_PAGE)
-        except (duckdb.ConversionException, duckdb.InvalidInputException) as error:
-            raise _bad_value(connection, page, frame.attrs, fields, error) from None
+        connection.execute(STAGE_PAGE)
         connection.unregister("contact_page")
         inserted, updated, deleted, page_max = connection.execute(COUNT_PAGE).fetchone()
         connection.execute(MERGE_PAGE)
@@ -395,6 +393,20 @@ def _land_page(
 CAST_COLUMNS = {"system_modstamp": "TIMESTAMPTZ", "is_deleted": "BOOLEAN"}
 
 
+@contextmanager
+def _naming_bad_values(
+    connection: duckdb.DuckDBPyConnection,
+    page: pd.DataFrame,
+    attrs: Mapping[str, object],
+    fields: Mapping[str, str],
+) -> Iterator[None]:
+    """Turn a failed cast (after the page's transaction rolled back) into a ContactValueError."""
+    try:
+        yield
+    except (duckdb.ConversionException, duckdb.InvalidInputException) as error:
+        raise _bad_value(connection, page, attrs, fields, error) from None
+
+
 def _bad_value(
     connection: duckdb.DuckDBPyConnection,
     page: pd.DataFrame,
@@ -404,6 +416,7 @@ def _bad_value(
 ) -> ContactValueError:
     """Which contact, and where in an export, holds the value DuckDB could not cast."""
     field_of = {column: field for field, column in fields.items()}
+    connection.register("contact_page", page)  # the rollback dropped it
     for column, kind in CAST_COLUMNS.items():
         found = connection.execute(
             f"SELECT {column} FROM contact_page WHERE {column} IS NOT NULL "
