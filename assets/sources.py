@@ -7,29 +7,21 @@ import dagster as dg
 from pydantic import Field
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 
-from personalization_pipeline.errors import SourceFileError
+from personalization_pipeline.errors import PermanentError
 from personalization_pipeline.metadata import table_metadata
 from personalization_pipeline.resources.enrichment import EnrichmentFileResource
 from personalization_pipeline.resources.rules import ProfileRulesResource
 from personalization_pipeline.resources.salesforce import ContactSource
 from personalization_pipeline.resources.warehouse import WarehouseResource
-from personalization_pipeline.salesforce.client import SalesforceConfigError, SalesforceQueryError
-from personalization_pipeline.salesforce.mapping import FieldMappingError
 from personalization_pipeline.warehouse.contacts import contact_counts
 from personalization_pipeline.warehouse.income import replace_income
 
 # Transient source failures (Salesforce calls retry on their own first) get a second chance.
 SOURCE_RETRY = dg.RetryPolicy(max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL)
 
-# Errors that fail the same way on every attempt: bad files, mappings, queries, credentials.
-PERMANENT_ERRORS = (
-    SourceFileError,
-    FileNotFoundError,
-    FieldMappingError,
-    SalesforceQueryError,
-    SalesforceConfigError,
-    SalesforceAuthenticationFailed,
-)
+# Errors that fail the same way on every attempt: our PermanentError (bad files, mappings,
+# queries, credentials), and the two from libraries that cannot carry our marker.
+PERMANENT_ERRORS = (PermanentError, FileNotFoundError, SalesforceAuthenticationFailed)
 
 
 @contextmanager
@@ -60,11 +52,13 @@ def salesforce_contacts(
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     """Salesforce Contacts, deleted ones included, landed in raw.salesforce_contact."""
-    context.log.info(f"Reading contacts from {salesforce.describe()}")
-    with fail_without_retry_on_permanent_errors(), warehouse.connect() as connection:
-        landed = salesforce.land_contacts(connection, config.full_refresh, context.log.info)
-        metadata = table_metadata(connection, "raw.salesforce_contact")
-        counts = contact_counts(connection)
+    with fail_without_retry_on_permanent_errors():
+        source = salesforce.describe()
+        context.log.info(f"Reading contacts from {source}")
+        with warehouse.connect() as connection:
+            landed = salesforce.land_contacts(connection, config.full_refresh, context.log.info)
+            metadata = table_metadata(connection, "raw.salesforce_contact")
+            counts = contact_counts(connection)
     if landed.get("stopped_early", "no") != "no":
         context.log.warning(f"Stopped early, progress kept: {landed['stopped_early']}")
     context.log.info(
@@ -75,7 +69,7 @@ def salesforce_contacts(
         metadata={
             **metadata,
             **landed,
-            "source": salesforce.describe(),
+            "source": source,
             "deleted_contacts": counts.deleted,
             "contacts_without_user_id": counts.without_user_id,
         }
@@ -99,11 +93,18 @@ def income_enrichment(
         load = replace_income(connection, income_file.path, rules.max_shrink_fraction)
         metadata = table_metadata(connection, "raw.income_enrichment")
     context.log.info(f"Landed {load.rows} income rows from {income_file.path}")
+    if load.conflicting_emails:
+        context.log.warning(
+            f"{load.conflicting_emails} emails appear with different income brackets; "
+            "user_profiles takes the newest enriched_at, then the later line. E.g. "
+            + "; ".join(load.conflict_examples)
+        )
     return dg.MaterializeResult(
         metadata={
             **metadata,
             "source_file": income_file.path,
             "rows_without_email": load.without_email,
             "previous_rows": load.previous_rows if load.previous_rows is not None else "none",
+            "emails_with_conflicting_brackets": load.conflicting_emails,
         }
     )

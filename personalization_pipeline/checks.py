@@ -21,38 +21,54 @@ EXAMPLES = 5
 def _violations(
     warehouse: WarehouseResource, sql: str, parameters: list | None = None
 ) -> tuple[int, list[tuple]]:
-    """Run a query returning (value, rows) for offending values; total rows and a few examples."""
+    """Run a query returning (value, rows, ...) for offending values; total rows and the lines."""
     with warehouse.connect() as connection:
         rows = connection.execute(sql, parameters or []).fetchall()
-    return sum(count for _, count in rows), rows[:EXAMPLES]
+    return sum(row[1] for row in rows), rows
 
 
 def _result(
-    violations: int, examples: list[tuple], what: str, columns: list[str]
+    violations: int, examples: list[tuple], what: str, columns: list[str], **counts: int
 ) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=violations == 0,
         description=f"{violations} {what}" if violations else None,
         metadata={
             "violations": violations,
-            "examples": dg.MetadataValue.md(markdown_table(columns, examples)),
+            **counts,
+            "examples": dg.MetadataValue.md(markdown_table(columns, examples[:EXAMPLES])),
         },
     )
 
 
+PADDED = "leading or trailing space"
+
+
 @dg.asset_check(asset=user_profiles, blocking=True, pool="duckdb")
 def user_profiles_user_id_valid(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    """user_id is never null or blank and appears once: it is the Redis key."""
-    violations, examples = _violations(
+    """user_id is never null or blank, has no leading or trailing whitespace ('U1 ' and 'U1'
+    would be two Redis keys for one user) and appears once: it is the Redis key."""
+    violations, offending = _violations(
         warehouse,
-        """
-        SELECT user_id, count(*) FROM analytics.user_profiles
-        GROUP BY user_id HAVING count(*) > 1 OR coalesce(trim(user_id), '') = ''
+        r"""
+        SELECT user_id, count(*),
+               CASE WHEN coalesce(trim(user_id), '') = '' THEN 'null or blank'
+                    WHEN regexp_matches(user_id, '^\s|\s$') THEN ?
+                    ELSE 'duplicate' END AS problem
+        FROM analytics.user_profiles
+        GROUP BY user_id
+        HAVING count(*) > 1 OR coalesce(trim(user_id), '') = ''
+            OR regexp_matches(user_id, '^\s|\s$')
         ORDER BY count(*) DESC, user_id
         """,
+        [PADDED],
     )
     return _result(
-        violations, examples, "rows with a null, blank or duplicate user_id", ["user_id", "rows"]
+        violations,
+        [(f"'{user_id}'" if user_id is not None else None, *rest) for user_id, *rest in offending],
+        "rows with a null, blank, space-padded or duplicate user_id",
+        ["user_id", "rows", "problem"],
+        user_ids_with_spaces=sum(rows for _, rows, problem in offending if problem == PADDED),
     )
 
 

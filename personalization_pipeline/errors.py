@@ -5,8 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
-class SourceFileError(ValueError):
-    """A source file that cannot be loaded as it is; retrying will not help."""
+class PermanentError(Exception):
+    """Fails the same way on every attempt (bad input, configuration): retrying cannot help.
+
+    The source assets fail at once on these instead of going through their retry policy.
+    """
+
+
+class SourceFileError(PermanentError, ValueError):
+    """A source file that cannot be loaded as it is."""
 
 
 class MissingColumnsError(SourceFileError):

@@ -162,15 +162,21 @@ def income_enrichment_sensor(
 ) -> dg.RunRequest | dg.SkipReason:
     """Runs the profile path when the enrichment vendor drops a file with new content."""
     path = Path(income_file.path)
-    previous = json.loads(context.cursor) if context.cursor else None
+    state = json.loads(context.cursor) if context.cursor else {}
+    previous = {key: value for key, value in state.items() if key != FUTURE_DATED} or None
     fingerprint = file_fingerprint(path, previous)
     selection = profile_path_from(context, income_enrichment.key)
     if fingerprint == previous:
         return rerun_if_last_failed(context, selection) or dg.SkipReason(
             f"{path} unchanged (size {fingerprint['size']}, same mtime)"
         )
-    age = time.time() - fingerprint["mtime_ns"] / 1e9
-    if age < income_file.settle_seconds:
+    now = time.time()
+    age = now - fingerprint["mtime_ns"] / 1e9
+    if age < 0:
+        waiting = wait_for_future_dated_file(context, state, fingerprint, now, income_file)
+        if waiting is not None:
+            return waiting
+    elif age < income_file.settle_seconds:
         return dg.SkipReason(
             f"{path} changed {age:.0f}s ago and may still be being written; waiting until it "
             f"has been still for {income_file.settle_seconds:.0f}s (INCOME_SETTLE_SECONDS)"
@@ -249,3 +255,39 @@ def events_sensor(
         run_key=run_key,
         tags={TRIGGER_TAG: context.sensor_name, "personalization/backlog": str(waiting)},
     )
+
+
+# Cursor entry for a file dated in the future: its size, mtime and when this host first saw it.
+FUTURE_DATED = "future_dated"
+
+
+def wait_for_future_dated_file(
+    context: dg.SensorEvaluationContext,
+    state: dict,
+    fingerprint: dict,
+    now: float,
+    income_file: EnrichmentFileResource,
+) -> dg.SkipReason | None:
+    """A file dated in the future was written by a host whose clock is ahead of this one, so
+    its age says nothing. It counts as still once its size and mtime have not moved for
+    INCOME_SETTLE_SECONDS on this host's clock, instead of waiting out the skew."""
+    ahead = fingerprint["mtime_ns"] / 1e9 - now
+    seen = {key: fingerprint[key] for key in ("size", "mtime_ns")}
+    pending = state.get(FUTURE_DATED, {})
+    if {key: pending.get(key) for key in seen} != seen:
+        pending = {**seen, "first_seen": now}
+        committed = {key: value for key, value in state.items() if key != FUTURE_DATED}
+        context.update_cursor(json.dumps({**committed, FUTURE_DATED: pending}, sort_keys=True))
+    still = now - pending["first_seen"]
+    skew = (
+        f"{income_file.path} is dated {ahead:.0f}s in the future: the clock of the host that "
+        "writes it is ahead of this one, so its age is unknown"
+    )
+    if still < income_file.settle_seconds:
+        return dg.SkipReason(
+            f"{skew}; waiting until its size and mtime have not moved for "
+            f"{income_file.settle_seconds:.0f}s on this host's clock (INCOME_SETTLE_SECONDS), "
+            f"{still:.0f}s so far"
+        )
+    context.log.warning(f"{skew}; loading it, unchanged for {still:.0f}s. Fix the clock skew")
+    return None

@@ -121,7 +121,9 @@ def test_shrink_guard_blocks_a_collapsed_extract_until_the_limit_is_raised(
     half = tmp_path / "contacts.csv"
     lines = (SAMPLE_DIR / "salesforce_contacts.csv").read_text().splitlines(keepends=True)
     half.write_text("".join(lines[:501]).replace("maya.jensen.1@", "maya.new@"))
-    shrunk = {**pipeline_resources, "salesforce": SampleContactSource(path=str(half))}
+    # The export's own delete guard would refuse first; this test is about the profile guard.
+    source = SampleContactSource(path=str(half), max_delete_fraction=1)
+    shrunk = {**pipeline_resources, "salesforce": source}
     blocked = run_profile_path(shrunk, instance)
     guard = evaluations(blocked)["user_profiles_shrink_guard"]
     assert not blocked.success and not guard.passed
@@ -239,3 +241,24 @@ def test_a_run_that_failed_before_its_checks_does_not_block_or_break_the_sync(
         .execute_in_process(resources=pipeline_resources, instance=instance)
         .success
     )
+
+
+def test_user_id_check_flags_ids_with_leading_or_trailing_spaces(pipeline_resources):
+    """'U1 ' and 'U1' would be two Redis keys for one user; nothing said so."""
+    with duckdb.connect(pipeline_resources["warehouse"].path) as connection:
+        connection.execute(
+            "CREATE SCHEMA analytics; CREATE TABLE analytics.user_profiles AS "
+            "SELECT * FROM (VALUES ('U1'), ('U1 '), (' U2'), ('U3\t')) AS t(user_id)"
+        )
+    result = dg.materialize(
+        [user_profiles, user_profiles_user_id_valid],
+        resources=pipeline_resources,
+        selection=dg.AssetSelection.checks(user_profiles_user_id_valid),
+        raise_on_error=False,
+    )
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.metadata["violations"].value == 3
+    assert evaluation.metadata["user_ids_with_spaces"].value == 3
+    assert "| 'U1 ' | 1 | leading or trailing space |" in evaluation.metadata["examples"].value
+    assert evaluation.description == "3 rows with a null, blank, space-padded or duplicate user_id"

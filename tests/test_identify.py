@@ -388,3 +388,32 @@ def test_flattening_never_loses_a_non_null_non_empty_leaf(traits):
     for path, value in expected.items():
         want = js_json(value) if isinstance(value, list) else js_string(value)
         assert fields[path] == want
+
+
+@pytest.mark.parametrize(
+    ("traits", "context_traits"),
+    [
+        ({"__proto__": {"admin": True}}, None),
+        (None, {"plan": {"tier": "gold", "__proto__": "x"}}),
+        ({"purchases": [{"sku": "A"}, {"__proto__": {}}]}, {"name": "Ann"}),
+    ],
+    ids=["traits", "nested-in-context-traits", "inside-an-array"],
+)
+def test_a_proto_key_at_any_depth_is_rejected_as_rudderstack_rejects_it(traits, context_traits):
+    event = {"type": "identify", "userId": "u1", "traits": traits}
+    event["context"] = {"traits": context_traits}
+    with pytest.raises(IdentifyError, match=r"^Object contains forbidden prototype property$"):
+        encode_identify(event)
+
+
+def test_proto_as_a_value_or_elsewhere_in_the_event_is_fine():
+    event = {
+        "type": "identify",
+        "userId": "u1",
+        "traits": {"note": "__proto__", "tags": ["__proto__"]},
+        "properties": {"__proto__": 1},  # outside traits and context.traits
+    }
+    assert encode_identify(event) == (
+        "user:u1",
+        {"note": "__proto__", "tags": '["__proto__"]'},
+    )

@@ -49,18 +49,18 @@ def test_contacts_missing_from_a_newer_export_are_marked_deleted(pipeline_resour
     assert landed(pipeline_resources) == first, "contacts back in the export are live again"
 
 
-def test_the_delete_guard_applies_to_an_export_when_set(pipeline_resources, tmp_path):
+def test_the_delete_guard_applies_to_an_export_by_default(pipeline_resources, tmp_path):
     assert land(pipeline_resources, EXPORT).success
     half = tmp_path / "half.csv"
     half.write_text(HEADER + "".join(ROWS[:500]))
-    result = land(pipeline_resources, half, max_delete_fraction=0.2)
+    result = land(pipeline_resources, half)
     assert not result.success
     message = result.failure_data_for_node("salesforce_contacts").error.message
     assert "The full refresh read 500 contacts and would mark" in message
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     deleted = {i for i, (_, is_deleted) in landed(pipeline_resources).items() if is_deleted}
     assert deleted == {row.split(",")[0] for row in ROWS if row.rstrip().endswith(",true")}
-    assert land(pipeline_resources, half).success, "an export may shrink by default"
+    assert land(pipeline_resources, half, max_delete_fraction=1).success, "when told to"
 
 
 def test_an_export_never_sets_the_api_cursor(pipeline_resources):

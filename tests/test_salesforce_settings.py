@@ -57,9 +57,12 @@ def test_the_resource_builds_the_core_settings_from_its_own():
 
 
 @pytest.mark.parametrize("api", [False, True], ids=["export", "api"])
-def test_max_delete_fraction_defaults_per_source_and_comes_from_the_environment(monkeypatch, api):
+def test_max_delete_fraction_is_the_same_for_both_sources_and_comes_from_the_environment(
+    monkeypatch, api
+):
+    """The export once allowed any share of deletions, so a parse that lost rows deleted them."""
     if api:
         monkeypatch.setenv("SALESFORCE_USERNAME", "integration@example.com")
-    assert contact_source_from_env().max_delete_fraction == (0.2 if api else 1.0)
+    assert contact_source_from_env().max_delete_fraction == 0.2
     monkeypatch.setenv("SALESFORCE_MAX_DELETE_FRACTION", "0.5")
     assert contact_source_from_env().max_delete_fraction == 0.5

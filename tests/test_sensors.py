@@ -2,7 +2,9 @@
 
 import json
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -245,3 +247,21 @@ def test_a_first_deploy_loads_both_sources_whichever_sensor_ticks_first(income_c
         "user_profiles",
         "redis_user_profiles",
     }
+
+
+def test_a_future_dated_income_file_settles_on_this_hosts_clock(income_csv: Path):
+    """A writer whose clock is a day ahead used to leave the file waiting a day, reported as
+    changed '-86400s ago'."""
+    stat = income_csv.stat()
+    os.utime(income_csv, ns=(stat.st_atime_ns, time.time_ns() + 24 * 3600 * 10**9))
+    income_file = EnrichmentFileResource(path=str(income_csv), settle_seconds=1)
+    first = tick(income_enrichment_sensor, None, income_file=income_file)
+    assert first.run_requests == []
+    assert re.search(r"is dated 86\d{3}s in the future: the clock of the host", first.skip_message)
+    assert "ago" not in first.skip_message
+
+    time.sleep(1.1)
+    second = tick(income_enrichment_sensor, first.cursor, income_file=income_file)
+    assert len(second.run_requests) == 1, second.skip_message
+    assert set(json.loads(second.cursor)) == {"size", "mtime_ns", "sha256"}
+    assert tick(income_enrichment_sensor, second.cursor, income_file=income_file).run_requests == []

@@ -1,6 +1,7 @@
 """The source assets land the sample files in DuckDB, and bad files fail with a useful message."""
 
 import csv
+import logging
 import re
 from pathlib import Path
 
@@ -141,3 +142,46 @@ def test_an_empty_or_truncated_income_drop_is_refused_and_the_last_one_kept(
     with duckdb.connect(pipeline_resources["warehouse"].path) as connection:
         (rows,) = connection.execute("SELECT count(*) FROM raw.income_enrichment").fetchone()
     assert rows == len(lines) - 1
+
+
+def test_conflicting_income_rows_follow_the_documented_rule_and_are_counted(
+    pipeline_resources, tmp_path: Path
+):
+    """One email in two cases with two brackets: the alphabetically first used to win, silently."""
+    income = tmp_path / "income.csv"
+    income.write_text(
+        "email,income_bracket,enriched_at\n"
+        "maya.jensen.1@example.com,level_2,2024-06-01\n"
+        "Maya.Jensen.1@example.com,level_4,2024-06-01\n"  # same date: the later line wins
+        "quinn.garcia.2@example.com,level_5,2024-07-01\n"
+        "QUINN.GARCIA.2@example.com,level_1,2024-06-01\n"  # the newest enriched_at wins first
+        "luis.ito.3@example.com,level_3,\n"
+        "luis.ito.3@example.com,level_3,\n"  # the same bracket twice is no conflict
+    )
+    resources = {**pipeline_resources, "income_file": EnrichmentFileResource(path=str(income))}
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [salesforce_contacts, income_enrichment, user_profiles],
+        resources=resources,
+        instance=instance,
+    )
+    assert metadata_of(result, "income_enrichment")["emails_with_conflicting_brackets"] == 2
+    warnings = [
+        entry.user_message
+        for entry in instance.all_logs(result.run_id)
+        if entry.level == logging.WARNING
+    ]
+    assert any(
+        "2 emails appear with different income brackets" in message
+        and "maya.jensen.1@example.com: line 2: level_2 (2024-06-01), line 3: level_4 (2024-06-01)"
+        in message
+        for message in warnings
+    ), warnings
+    with duckdb.connect(pipeline_resources["warehouse"].path) as connection:
+        brackets = dict(
+            connection.execute(
+                "SELECT user_id, income_bracket FROM analytics.user_profiles "
+                "WHERE user_id IN ('U000001', 'U000002', 'U000003')"
+            ).fetchall()
+        )
+    assert brackets == {"U000001": "level_4", "U000002": "level_5", "U000003": "level_3"}

@@ -497,3 +497,31 @@ def test_redis_cluster(con, redis_cluster):
     assert keys == expected_hashes(con)
     decoded.close()
     client.close()
+
+
+@pytest.mark.parametrize("field", ["__proto__", "settings.__proto__.admin"])
+def test_a_field_that_is_a_proto_trait_is_refused_at_spec_level(field):
+    with pytest.raises(ValueError, match=rf"field '{field}': Object contains forbidden prototype"):
+        SyncSpec("profiles", "profiles", "user_id", {"plan": field})
+
+
+def test_a_row_whose_list_holds_a_proto_key_is_a_rejected_row(con, redis_client):
+    """The row is refused with RudderStack's reason; the run goes on with the others."""
+    con.execute(
+        """CREATE TABLE prefs AS SELECT * FROM (VALUES
+            ('u1', [MAP {'__proto__': 1}], ['a']),
+            ('u2', [MAP {'theme': 2}], ['{"__proto__": 1}']),
+            ('u3', NULL, ['b'])) AS t(user_id, settings, notes)"""
+    )
+    spec = SyncSpec("prefs", "prefs", "user_id", ["settings", "notes"])
+    result = sync_table(con, redis_client, spec)
+    assert (result.added, result.rejected) == (2, 1)
+    assert con.execute("SELECT key_value, reason FROM sync.rejected_rows").fetchall() == [
+        ("u1", "Object contains forbidden prototype property")
+    ]
+    assert redis_hashes(redis_client) == {
+        "user:u2": {"settings": '[{"theme":2}]', "notes": '["{\\"__proto__\\": 1}"]'},
+        "user:u3": {"notes": '["b"]'},
+    }
+    with pytest.raises(IdentifyError, match="forbidden prototype"):
+        identify_fields({"settings": [{"__proto__": 1}], "notes": ["a"]})

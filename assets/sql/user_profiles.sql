@@ -32,8 +32,10 @@ income AS (
     SELECT lower(email) AS email_key, income_bracket, enriched_at
     FROM raw.income_enrichment
     WHERE email IS NOT NULL
+    -- One email (in any case) several times: the newest enriched_at wins, then the later line
+    -- of the drop (the vendor's last word). income_enrichment counts and logs such conflicts.
     QUALIFY row_number() OVER (
-        PARTITION BY lower(email) ORDER BY enriched_at DESC NULLS LAST, income_bracket
+        PARTITION BY lower(email) ORDER BY enriched_at DESC NULLS LAST, source_line DESC NULLS LAST
     ) = 1
 )
 SELECT

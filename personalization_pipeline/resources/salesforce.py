@@ -34,6 +34,7 @@ from personalization_pipeline.salesforce.extract import (
     read_export,
 )
 from personalization_pipeline.salesforce.mapping import SYSTEM_FIELDS
+from personalization_pipeline.warehouse.csv_files import csv_header
 
 DEFAULT_SAMPLE_CONTACTS_PATH = "data/sample/salesforce_contacts.csv"
 PAGE_SIZE = 2000
@@ -122,9 +123,6 @@ class SampleContactSource(ContactSource):
     """A Salesforce Data Loader export (CSV): the demo, and whenever no credentials are set."""
 
     path: str = DEFAULT_SAMPLE_CONTACTS_PATH
-    # The export file is what the user chose to load, and the profile shrink guard
-    # (PROFILE_MAX_SHRINK) still protects Redis from a collapsed one.
-    max_delete_fraction: float = 1.0
 
     def describe(self) -> str:
         return f"Contact export {self.path} (no Salesforce credentials set)"
@@ -138,8 +136,7 @@ class SampleContactSource(ContactSource):
         return result.metadata()
 
     def pages(self) -> Iterator[pd.DataFrame]:
-        header = pd.read_csv(self.path, nrows=0, encoding="utf-8-sig").columns
-        require_columns(self.path, header, list(self.fields))
+        require_columns(self.path, csv_header(self.path), list(self.fields))
         return read_export(self.path, PAGE_SIZE)
 
     def change_marker(self) -> str:

@@ -23,6 +23,8 @@ from simple_salesforce.exceptions import (
     SalesforceRefusedRequest,
 )
 
+from personalization_pipeline.errors import PermanentError
+
 T = TypeVar("T")
 
 
@@ -78,11 +80,11 @@ class SalesforceAuth:
         return f"{self.username} via {self.domain}.salesforce.com"
 
 
-class SalesforceConfigError(ValueError):
+class SalesforceConfigError(PermanentError, ValueError):
     """The configuration cannot work; the message names the setting to fix."""
 
 
-class SalesforceQueryError(RuntimeError):
+class SalesforceQueryError(PermanentError, RuntimeError):
     """Salesforce rejected a query (MALFORMED_QUERY, INVALID_FIELD, ...): retrying cannot help."""
 
     def __init__(self, code: str, message: str, soql: str) -> None:

@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pandas as pd
 
+from personalization_pipeline.errors import PermanentError
 from personalization_pipeline.salesforce.client import (
     ApiLimitReached,
     SalesforceClient,
     SalesforceConfigError,
 )
 from personalization_pipeline.salesforce.mapping import check_field_mapping
+from personalization_pipeline.warehouse.csv_files import csv_pages
 from personalization_pipeline.warehouse.schema import ensure_schema
 from personalization_pipeline.warehouse.transaction import transaction
 
@@ -112,6 +115,10 @@ class ExtractSettings:
 class DeleteGuardError(SalesforceConfigError):
     """A full refresh would mark so many contacts deleted that it more likely saw too few
     (a permission change, the wrong org) than that they were all deleted."""
+
+
+class ContactValueError(PermanentError, ValueError):
+    """A contact value that cannot be read as its column's type (a malformed timestamp)."""
 
 
 @dataclass
@@ -235,10 +242,12 @@ def land_export(
 
 
 def read_export(path: str, page_size: int) -> Iterator[pd.DataFrame]:
-    """A Data Loader CSV export, `page_size` rows at a time."""
-    with pd.read_csv(path, chunksize=page_size, encoding="utf-8-sig", **CSV_OPTIONS) as reader:
-        for frame in reader:
-            yield _csv_nulls(frame)
+    """A Data Loader CSV export, `page_size` rows at a time, parsed strictly (csv_files.py):
+    a stray quote that swallows rows fails with its line instead of deleting those contacts."""
+    for frame in csv_pages(path, page_size):
+        page = _csv_nulls(frame)
+        page.attrs = {**frame.attrs, "source": path}
+        yield page
 
 
 def _csv_nulls(frame: pd.DataFrame) -> pd.DataFrame:
@@ -350,7 +359,7 @@ def _land_page(
     )
     result.pages += 1
     result.rows_fetched += len(page)
-    with transaction(connection):
+    with _naming_bad_values(connection, page, frame.attrs, fields), transaction(connection):
         connection.register("contact_page", page)
         connection.execute(STAGE_PAGE)
         connection.unregister("contact_page")
@@ -378,6 +387,50 @@ def _land_page(
     result.inserted += inserted
     result.updated += updated
     result.marked_deleted += deleted
+
+
+# The columns STAGE_PAGE casts, and what their values must be.
+CAST_COLUMNS = {"system_modstamp": "TIMESTAMPTZ", "is_deleted": "BOOLEAN"}
+
+
+@contextmanager
+def _naming_bad_values(
+    connection: duckdb.DuckDBPyConnection,
+    page: pd.DataFrame,
+    attrs: Mapping[str, object],
+    fields: Mapping[str, str],
+) -> Iterator[None]:
+    """Turn a failed cast (after the page's transaction rolled back) into a ContactValueError."""
+    try:
+        yield
+    except (duckdb.ConversionException, duckdb.InvalidInputException) as error:
+        raise _bad_value(connection, page, attrs, fields, error) from None
+
+
+def _bad_value(
+    connection: duckdb.DuckDBPyConnection,
+    page: pd.DataFrame,
+    attrs: Mapping[str, object],
+    fields: Mapping[str, str],
+    error: duckdb.Error,
+) -> ContactValueError:
+    """Which contact, and where in an export, holds the value DuckDB could not cast."""
+    field_of = {column: field for field, column in fields.items()}
+    connection.register("contact_page", page)  # the rollback dropped it
+    for column, kind in CAST_COLUMNS.items():
+        found = connection.execute(
+            f"SELECT {column} FROM contact_page WHERE {column} IS NOT NULL "
+            f"AND TRY_CAST({column} AS {kind}) IS NULL LIMIT 1"
+        ).fetchone()
+        if found:
+            (value,) = found
+            position = int((page[column] == value).to_numpy().argmax())
+            where = f"contact {page['id'].iloc[position]}, field {field_of[column]}"
+            if "source" in attrs:
+                line = int(attrs["first_line"]) + position
+                where = f"{attrs['source']}, line {line}, column {field_of[column]}"
+            return ContactValueError(f"{where}: {value!r} is not a valid {kind}")
+    return ContactValueError(f"A contact value could not be read: {error}")
 
 
 def _write_cursor(connection: duckdb.DuckDBPyConnection, value: datetime) -> None:

@@ -6,12 +6,14 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
+from personalization_pipeline.errors import PermanentError
+
 # Columns of raw.salesforce_contact that come from Salesforce, and the system fields that
 # every org has. The columns for user id, email, names and membership status are configurable.
 SYSTEM_FIELDS = {"id": "Id", "system_modstamp": "SystemModstamp", "is_deleted": "IsDeleted"}
 
 
-class FieldMappingError(ValueError):
+class FieldMappingError(PermanentError, ValueError):
     """A configured field does not exist on Contact in this org."""
 
 

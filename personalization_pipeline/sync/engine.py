@@ -61,7 +61,13 @@ import redis
 from redis.cluster import RedisCluster
 
 from personalization_pipeline.keys import sync_epoch_key
-from personalization_pipeline.sync.identify import JS_WHITESPACE, key_prefix
+from personalization_pipeline.sync.identify import (
+    FORBIDDEN_PROTOTYPE,
+    JS_WHITESPACE,
+    PROTOTYPE_KEY,
+    forbidden_trait_name,
+    key_prefix,
+)
 from personalization_pipeline.sync.redis_config import TIMEOUT_SETTING, RedisUnavailable
 from personalization_pipeline.sync.render import (
     ident,
@@ -134,6 +140,12 @@ class SyncSpec:
             object.__setattr__(self, "fields", {column: column for column in self.fields})
         if not 0 < len(self.fields) <= MAX_FIELDS:
             raise ValueError(f"a sync maps 1 to {MAX_FIELDS} columns, got {len(self.fields)}")
+        forbidden = [name for name in self.fields.values() if forbidden_trait_name(name)]
+        if forbidden:
+            raise ValueError(
+                f"sync {self.name}: field {forbidden[0]!r}: {FORBIDDEN_PROTOTYPE} (RudderStack "
+                "refuses every identify with a __proto__ trait); rename the column"
+            )
         if self.key_template.count("{key}") != 1:
             raise ValueError(f"key_template {self.key_template!r} needs exactly one {{key}}")
 
@@ -454,10 +466,11 @@ def _diff(
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _sync_cur AS
-        SELECT k, fp, nn, CASE WHEN k IS NULL THEN CAST(key_text AS VARCHAR) END AS blank_key
+        SELECT k, fp, nn, CASE WHEN k IS NULL THEN CAST(key_text AS VARCHAR) END AS blank_key,
+            proto
         FROM (
             SELECT {plan.key_sql} AS k, {plan.key_text} AS key_text,
-                hash({", ".join(columns)}) AS fp, {mask} AS nn
+                hash({", ".join(columns)}) AS fp, {mask} AS nn, {_proto_sql(plan)} AS proto
             FROM {spec.relation}
         )
         """
@@ -474,10 +487,11 @@ def _diff(
                 AS key_value, c.k, fp,
             CASE WHEN c.k IS NULL THEN {literal(BLANK_KEY)}
                  WHEN d.n IS NOT NULL THEN 'Duplicate key: ' || d.n || ' rows share it'
+                 WHEN c.proto THEN {literal(FORBIDDEN_PROTOTYPE)}
                  ELSE {literal(NOTHING_TO_WRITE)} END AS reason
         FROM _sync_cur c
         LEFT JOIN _sync_dups d ON d.k = c.k
-        WHERE c.k IS NULL OR c.nn = 0 OR d.n IS NOT NULL
+        WHERE c.k IS NULL OR c.nn = 0 OR d.n IS NOT NULL OR c.proto
         """
     )
     con.execute(f"CREATE OR REPLACE TEMP TABLE _sync_doubt AS {in_doubt_keys(con, spec.name)}")
@@ -505,7 +519,9 @@ def _diff(
             f"{literal(spec.name)} AND r.kind = 'write' AND r.redis_key = c.k"
             " AND r.fingerprint = c.fp)"
         )
-    valid = "c.k IS NOT NULL AND c.nn <> 0 AND c.k NOT IN (SELECT k FROM _sync_dups)"
+    valid = (
+        "c.k IS NOT NULL AND c.nn <> 0 AND NOT c.proto AND c.k NOT IN (SELECT k FROM _sync_dups)"
+    )
     # Mirror removes what left the source; every mode removes in-doubt keys that left it,
     # since a crashed run may have written them without recording it.
     left = "SELECT key FROM _sync_doubt"
@@ -551,6 +567,19 @@ def _diff(
         "unchanged", total - invalid - skipped - result.added - result.changed
     )
     result.rejected = invalid + skipped
+
+
+def _proto_sql(plan: _Plan) -> str:
+    """SQL: does a LIST value hold an object with a ``__proto__`` key (the identify module's
+    rule)? Only lists can hold objects; in compact JSON a key follows ``{`` or ``,`` and
+    nothing inside a string does, since its quotes are escaped."""
+    pattern = literal(f'[{{,]"{PROTOTYPE_KEY}":')
+    tests = [
+        f"coalesce(regexp_matches(CAST(to_json({ident(c)}) AS VARCHAR), {pattern}), false)"
+        for c, kind in zip(plan.columns, plan.column_types, strict=True)
+        if kind.endswith("]")
+    ]
+    return " OR ".join(tests) or "false"
 
 
 def _plan_rows_sql(plan: _Plan, keys: str) -> str:

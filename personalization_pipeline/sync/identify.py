@@ -7,6 +7,8 @@ strings; this module reproduces its rules (see ``reference/rudderstack.md`` §1)
 - fields = flatten(``context.traits``) overlaid by flatten(top-level ``traits``), nested
   objects joined with ``.``, arrays kept whole as compact ``JSON.stringify``;
 - ``null`` and ``{}`` leaves are dropped; nothing left is an error;
+- a ``__proto__`` key anywhere in the traits (arrays included) is an error, as RudderStack's
+  prototype-pollution guard refuses it;
 - every scalar is rendered by ``lodash.toString`` (JS ``Number::toString`` for numbers).
 
 The warehouse sync and the real-time ingestion both call this module; nothing else in the
@@ -23,8 +25,11 @@ from decimal import Decimal
 from typing import Any
 
 __all__ = [
+    "FORBIDDEN_PROTOTYPE",
+    "PROTOTYPE_KEY",
     "IdentifyError",
     "encode_identify",
+    "forbidden_trait_name",
     "identify_fields",
     "is_blank",
     "js_json",
@@ -49,6 +54,29 @@ JS_WHITESPACE = (
 
 class IdentifyError(ValueError):
     """An event RudderStack's Redis destination rejects (400-class; nothing is written)."""
+
+
+FORBIDDEN_PROTOTYPE = "Object contains forbidden prototype property"
+PROTOTYPE_KEY = "__proto__"
+
+
+def _holds_proto_key(value: Any) -> bool:
+    """Whether a ``__proto__`` key appears at any depth, inside arrays too."""
+    pending = [value]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, Mapping):
+            if PROTOTYPE_KEY in node:
+                return True
+            pending.extend(node.values())
+        elif isinstance(node, list | tuple):
+            pending.extend(node)
+    return False
+
+
+def forbidden_trait_name(name: str) -> bool:
+    """Whether a flattened trait name (``a.b.c``) stands for a ``__proto__`` key."""
+    return PROTOTYPE_KEY in name.split(".")
 
 
 def _parse_int(text: str) -> int | float:
@@ -251,6 +279,8 @@ def identify_fields(
     context_traits: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     """Hash fields for an identify: flatten(context.traits) overlaid by flatten(traits)."""
+    if _holds_proto_key(context_traits) or _holds_proto_key(traits):
+        raise IdentifyError(FORBIDDEN_PROTOTYPE)
     flat: dict[str, Any] = {}
     for source in (context_traits, traits):
         if isinstance(source, Mapping):

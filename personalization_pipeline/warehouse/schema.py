@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS raw.income_enrichment (
     income_bracket VARCHAR,
     enriched_at DATE,
     source_file VARCHAR NOT NULL,
-    loaded_at TIMESTAMP NOT NULL
+    loaded_at TIMESTAMP NOT NULL,
+    source_line BIGINT                  -- the row's line (CSV) or row number (Parquet)
 );
 -- Events from the gateway's streams, one row per messageId (personalization_pipeline/
 -- warehouse/events.py). Timestamps are UTC; payload is the event exactly as accepted.
@@ -63,6 +64,8 @@ CREATE TABLE IF NOT EXISTS analytics.identities (
     last_seen TIMESTAMP NOT NULL,
     PRIMARY KEY (user_id, email)
 );
+-- Warehouses created before the tie-break on file order gain the column.
+ALTER TABLE raw.income_enrichment ADD COLUMN IF NOT EXISTS source_line BIGINT;
 """
 
 
