@@ -43,7 +43,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_redis(directory: Path) -> tuple[subprocess.Popen, int]:
+def start_redis(directory: Path, *extra: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     process = subprocess.Popen(
         [
@@ -58,6 +58,7 @@ def start_redis(directory: Path) -> tuple[subprocess.Popen, int]:
             "no",
             "--dir",
             str(directory),
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
     )

@@ -45,6 +45,9 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
             prefix=env("REDIS_KEY_PREFIX", ""),
             cluster_mode=env("REDIS_CLUSTER_MODE", "false").lower() in ("1", "true", "yes"),
             socket_timeout=float(env("REDIS_SOCKET_TIMEOUT", str(DEFAULT_SOCKET_TIMEOUT))),
+            ca_cert_path=env("REDIS_CA_CERT_PATH", ""),
+            client_cert_path=env("REDIS_CLIENT_CERT_PATH", ""),
+            client_key_path=env("REDIS_CLIENT_KEY_PATH", ""),
         ),
         "rules": ProfileRulesResource(
             allowed_membership_statuses=env(

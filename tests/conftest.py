@@ -35,7 +35,7 @@ for setting in (
 ):
     os.environ.pop(setting, None)
 
-pytest_plugins = ["tests.salesforce_fixtures"]
+pytest_plugins = ["tests.salesforce_fixtures", "tests.redis_fixtures"]
 
 
 def free_port() -> int:

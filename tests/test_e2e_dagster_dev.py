@@ -89,6 +89,19 @@ def wait_until_serving(process: subprocess.Popen, port: int, log: Path) -> None:
         time.sleep(0.5)
 
 
+def finished_status(client: DagsterGraphQLClient, run_id: str) -> str:
+    """The run's status once it is SUCCESS, FAILURE or CANCELED (fails after RUN_SECONDS)."""
+    deadline = time.monotonic() + RUN_SECONDS
+    while (status := client.get_run_status(run_id).value) not in (
+        "SUCCESS",
+        "FAILURE",
+        "CANCELED",
+    ):
+        assert time.monotonic() < deadline, f"run {run_id} still {status}"
+        time.sleep(1)
+    return status
+
+
 def graphql(client: DagsterGraphQLClient, query: str, variables: dict | None = None) -> dict:
     return client._execute(query, variables)
 
@@ -125,15 +138,7 @@ def test_ui_serves_the_graph_runs_the_job_and_sensors_are_on(dagster_dev, redis_
     run_id = dagster_dev.submit_job_execution(
         "warehouse_actions_job", repository_location_name=LOCATION
     )
-    deadline = time.monotonic() + RUN_SECONDS
-    while (status := dagster_dev.get_run_status(run_id).value) not in (
-        "SUCCESS",
-        "FAILURE",
-        "CANCELED",
-    ):
-        assert time.monotonic() < deadline, f"run {run_id} still {status}"
-        time.sleep(1)
-    assert status == "SUCCESS"
+    assert finished_status(dagster_dev, run_id) == "SUCCESS"
     # Both sensors start runs of their own at start-up, beside ours: every run must succeed.
     deadline = time.monotonic() + RUN_SECONDS
     while True:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import math
 import random
-import shutil
-import socket
-import subprocess
-import time
 from decimal import Decimal
 
 import duckdb
 import pytest
 import redis
+from redis.crc import key_slot
 
 from personalization_pipeline.resources.redis import redact
 from personalization_pipeline.sync.engine import SyncError, SyncSpec, render_rows, sync_table
@@ -23,8 +20,15 @@ from personalization_pipeline.sync.identify import (
     user_key,
 )
 from personalization_pipeline.sync.redis_config import RedisDestination, RedisUnavailable, connect
-from personalization_pipeline.sync.writer import StandaloneWriter
+from personalization_pipeline.sync.writer import REDIRECT_ROUNDS, ClusterWriter, StandaloneWriter
 from tests.conftest import free_port, start_redis_server
+from tests.redis_fixtures import (
+    begin_migration,
+    cluster_nodes,
+    finish_migration,
+    owner,
+    sync_acl_setuser,
+)
 
 FIELDS = ["email", "membership_status", "income_bracket", "ltv", "vip"]
 SPEC = SyncSpec("user_profiles", "user_profiles", "user_id", FIELDS)
@@ -416,67 +420,6 @@ def test_prefix_template_and_database_number(con, redis_server):
     db3.close()
 
 
-def cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) exists and is free too."""
-    while True:
-        port = free_port()
-        if port + 10000 > 65535:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-
-
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory):
-    if shutil.which("redis-cli") is None:
-        pytest.fail("redis-cli is not installed: apt-get install redis-tools")
-    ports = [cluster_port() for _ in range(3)]
-    root = tmp_path_factory.mktemp("cluster")
-    servers = [
-        start_redis_server(
-            root / str(port),
-            port,
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            str(root / f"nodes-{port}.conf"),
-        )
-        for port in ports
-    ]
-    try:
-        subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *[f"127.0.0.1:{p}" for p in ports],
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        deadline = time.monotonic() + 20
-        # Every node must agree, or a command routed to a lagging node gets CLUSTERDOWN.
-        while not all(cluster_ready(port) for port in ports):
-            assert time.monotonic() < deadline, "cluster did not become ok"
-            time.sleep(0.1)
-        yield ports
-    finally:
-        for server in servers:
-            server.terminate()
-            server.wait(10)
-
-
-def cluster_ready(port: int) -> bool:
-    info = redis.Redis(port=port).cluster("info")
-    return info["cluster_state"] == "ok" and int(info["cluster_slots_ok"]) == 16384
-
-
 def test_redis_cluster(con, redis_cluster):
     load(con, 3000)
     address = ", ".join(f"127.0.0.1:{port}" for port in redis_cluster)
@@ -525,3 +468,119 @@ def test_a_row_whose_list_holds_a_proto_key_is_a_rejected_row(con, redis_client)
     }
     with pytest.raises(IdentifyError, match="forbidden prototype"):
         identify_fields({"settings": [{"__proto__": 1}], "notes": ["a"]})
+
+
+class ReshardingWriter(ClusterWriter):
+    """Runs ``steps[n]`` once batch n's replies are in, before batch n + 1 goes out: a
+    resharding at a known point of the run instead of a race."""
+
+    def __init__(self, client, steps) -> None:
+        super().__init__(client)
+        self.steps = steps
+        self.received = 0
+
+    def receive(self):
+        errors = super().receive()
+        step = self.steps.get(self.received)
+        self.received += 1
+        if step is not None:
+            step()
+        return errors
+
+
+HOT_SLOT = key_slot(b"hot")
+
+
+def load_with_hot_slot(con, rows: int) -> None:
+    """``rows`` users; every third one's key carries the hash tag {hot}, so a third of every
+    batch lands in the one slot the tests migrate."""
+    load(con, rows)
+    con.execute(
+        "UPDATE user_profiles SET user_id = '{hot}' || user_id WHERE user_id[2:]::INT % 3 = 0"
+    )
+
+
+def cluster_hashes(nodes) -> dict[str, dict[str, str]]:
+    hashes = {}
+    for node in nodes:
+        hashes.update(redis_hashes(node.client))
+    return hashes
+
+
+def sync_user_client(ports):
+    """A cluster client logged in as the README's ACL user, created on every node."""
+    for port in ports:
+        with redis.Redis(port=port) as node:
+            node.execute_command("ACL", *sync_acl_setuser("sync-secret"))
+    address = ",".join(f"127.0.0.1:{port}" for port in ports)
+    return connect(
+        RedisDestination(
+            address=address, cluster_mode=True, username="profile_sync", password="sync-secret"
+        )
+    )
+
+
+def test_a_slot_migrated_while_the_sync_writes_to_it(con, redis_cluster):
+    """Without redirect handling the first ASK or MOVED reply fails the run."""
+    load_with_hot_slot(con, 2000)
+    nodes = cluster_nodes(redis_cluster)
+    client = sync_user_client(redis_cluster)
+    source = owner(nodes, HOT_SLOT)
+    target, third = [node for node in nodes if node is not source]
+    # Batch 0 lands normally; then the slot is MIGRATING with its keys moved, so batches 1-2
+    # are answered with ASK; then it belongs to the target, so batch 3 is answered with MOVED
+    # (the writer's slot map is stale) and batch 4 goes straight to the target.
+    writer = ReshardingWriter(
+        client,
+        {
+            0: lambda: begin_migration(HOT_SLOT, source, target),
+            2: lambda: finish_migration(HOT_SLOT, source, target, nodes),
+        },
+    )
+    result = sync_table(con, writer, SPEC, batch_size=400)
+    assert (result.added, result.rows_written) == (2000, 2000)
+    assert writer.redirects["ASK"] > 100 and writer.redirects["MOVED"] > 50
+    assert cluster_hashes(nodes) == expected_hashes(con)
+    assert source.client.cluster("countkeysinslot", HOT_SLOT) == 0
+    assert target.client.cluster("countkeysinslot", HOT_SLOT) == 667
+
+    # Rows that are HSET + HDEL (a field became null) and HDEL only (the user left), while
+    # the slot moves on to the third node: each command of an ASKed row gets its own ASKING.
+    # 530 rows in 14 batches: ASK in batches 1-8, MOVED in batch 9.
+    con.execute("UPDATE user_profiles SET membership_status = NULL WHERE user_id LIKE '%5'")
+    con.execute("DELETE FROM user_profiles WHERE user_id LIKE '{hot}u1%'")
+    writer = ReshardingWriter(
+        client,
+        {
+            0: lambda: begin_migration(HOT_SLOT, target, third),
+            8: lambda: finish_migration(HOT_SLOT, target, third, nodes),
+        },
+    )
+    result = sync_table(con, writer, SPEC, mode="mirror", batch_size=40)
+    # Changed rows come first in the plan, then removed ones: both meet the migration.
+    nulled = con.execute("SELECT count(*) FROM user_profiles WHERE user_id LIKE '%5'").fetchone()
+    assert (result.changed, result.removed) == (nulled[0], 369)
+    assert result.rows_written == result.changed + result.removed
+    assert writer.redirects["ASK"] > 10 and writer.redirects["MOVED"] > 5
+    assert cluster_hashes(nodes) == expected_hashes(con)
+    client.close()
+
+
+def test_redirects_that_never_settle_fail_the_run_and_a_rerun_repairs(con, redis_cluster):
+    """A slot MIGRATING on its owner while the target is not IMPORTING: the owner answers
+    ASK, the target MOVED back, forever. The run must stop with the reason, not loop."""
+    load_with_hot_slot(con, 300)
+    nodes = cluster_nodes(redis_cluster)
+    client = sync_user_client(redis_cluster)
+    source = owner(nodes, HOT_SLOT)
+    target = next(node for node in nodes if node is not source)
+    source.client.execute_command("CLUSTER", "SETSLOT", HOT_SLOT, "MIGRATING", target.id)
+    with pytest.raises(SyncError, match=f"still redirected after {REDIRECT_ROUNDS} resends"):
+        sync_table(con, client, SPEC)
+    assert source.client.cluster("countkeysinslot", HOT_SLOT) == 0
+    source.client.execute_command("CLUSTER", "SETSLOT", HOT_SLOT, "STABLE")
+    result = sync_table(con, client, SPEC)
+    # The failed batch's other 200 rows landed but stay in doubt, so they are resent too.
+    assert (result.added, result.rows_written) == (100, 300)
+    assert cluster_hashes(nodes) == expected_hashes(con)
+    client.close()

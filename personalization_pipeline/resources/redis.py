@@ -37,6 +37,14 @@ class RedisResource(dg.ConfigurableResource):
     """Key prefix as in RudderStack: "app" gives app:user:<userId>."""
     socket_timeout: float = DEFAULT_SOCKET_TIMEOUT
     """Seconds a read or write may wait before the run fails (a frozen or unreachable Redis)."""
+    ca_certificate: str | None = None
+    """PEM text of a CA to trust with rediss:// (RudderStack's caCertificate)."""
+    ca_cert_path: str = ""
+    """A PEM file of a CA to trust with rediss://."""
+    client_cert_path: str = ""
+    """PEM client certificate, for a Redis that requires one (tls-auth-clients)."""
+    client_key_path: str = ""
+    """Its unencrypted PEM private key."""
 
     def destination(self) -> RedisDestination:
         overrides: dict[str, object] = {
@@ -45,7 +53,16 @@ class RedisResource(dg.ConfigurableResource):
             "prefix": self.prefix,
             "socket_timeout": self.socket_timeout,
         }
-        for name in ("address", "password", "username", "database"):
+        for name in (
+            "address",
+            "password",
+            "username",
+            "database",
+            "ca_certificate",
+            "ca_cert_path",
+            "client_cert_path",
+            "client_key_path",
+        ):
             if getattr(self, name):
                 overrides[name] = getattr(self, name)
         if self.secure:

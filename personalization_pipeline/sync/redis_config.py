@@ -10,6 +10,7 @@ this project), while RudderStack defaults ``clusterMode`` to true.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from urllib.parse import quote, unquote
 
 import redis
@@ -77,7 +78,13 @@ class RedisDestination:
     secure: bool = False
     skip_verify: bool = False
     ca_certificate: str | None = None
-    """PEM text added to the trusted roots (only with ``secure``)."""
+    """PEM text added to the trusted roots (only with ``secure``), as RudderStack takes it."""
+    ca_cert_path: str | None = None
+    """A PEM file added to the trusted roots (only with ``secure``; REDIS_CA_CERT_PATH)."""
+    client_cert_path: str | None = None
+    """PEM client certificate, for a server with ``tls-auth-clients`` (REDIS_CLIENT_CERT_PATH)."""
+    client_key_path: str | None = None
+    """Its unencrypted PEM private key (REDIS_CLIENT_KEY_PATH)."""
     prefix: str = ""
     """Key prefix, applied by the identify encoding's rules (``trim(prefix) + ":"``)."""
     socket_timeout: float = DEFAULT_SOCKET_TIMEOUT
@@ -148,16 +155,78 @@ class RedisDestination:
         return f"{scheme}://{user}{self.address.replace(' ', '')}{suffix}"
 
 
+TLS_FILE_SETTINGS = {
+    "ca_cert_path": "REDIS_CA_CERT_PATH",
+    "client_cert_path": "REDIS_CLIENT_CERT_PATH",
+    "client_key_path": "REDIS_CLIENT_KEY_PATH",
+}
+
+
 def tls_options(destination: RedisDestination) -> dict[str, object]:
+    files = {name: getattr(destination, name) for name in TLS_FILE_SETTINGS}
     if not destination.secure:
+        if any(files.values()) or destination.ca_certificate:
+            raise ValueError(
+                f"Redis at {destination.display_url()} is not TLS but TLS certificates are "
+                "set: use rediss:// in REDIS_URL, or unset the REDIS_*_PATH certificate settings"
+            )
         return {}
+    for name, path in files.items():
+        if path and not Path(path).is_file():
+            raise ValueError(f"{TLS_FILE_SETTINGS[name]} {path} is not a readable file")
+    if files["client_key_path"] and not files["client_cert_path"]:
+        raise ValueError("REDIS_CLIENT_KEY_PATH is set without REDIS_CLIENT_CERT_PATH: set both")
     options: dict[str, object] = {"ssl": True}
     if destination.skip_verify:
         options["ssl_cert_reqs"] = "none"
         options["ssl_check_hostname"] = False
     if destination.ca_certificate:
         options["ssl_ca_data"] = destination.ca_certificate
+    if files["ca_cert_path"]:
+        options["ssl_ca_certs"] = files["ca_cert_path"]
+    if files["client_cert_path"]:
+        options["ssl_certfile"] = files["client_cert_path"]
+        options["ssl_keyfile"] = files["client_key_path"]
     return options
+
+
+# What a failed TLS handshake looks like (OpenSSL's words, as Python reports them) → the fix.
+_TLS_FAILURES = (
+    (
+        ("CERTIFICATE_VERIFY_FAILED",),
+        "presented a certificate this client does not trust",
+        "set REDIS_CA_CERT_PATH to the CA certificate that signed it",
+    ),
+    (
+        # TLS 1.3: the server hangs up after the handshake when it wanted a certificate.
+        ("CERTIFICATE_REQUIRED", "EOF occurred in violation of protocol"),
+        "requires a client certificate",
+        "set REDIS_CLIENT_CERT_PATH and REDIS_CLIENT_KEY_PATH to one its CA signed",
+    ),
+    (
+        ("ALERT_UNKNOWN_CA", "ALERT_BAD_CERTIFICATE"),
+        "refused the client certificate",
+        "set REDIS_CLIENT_CERT_PATH and REDIS_CLIENT_KEY_PATH to one signed by the CA it trusts",
+    ),
+    (
+        ("SSL", "_ssl.c"),
+        "failed the TLS handshake",
+        "check REDIS_CA_CERT_PATH, REDIS_CLIENT_CERT_PATH / REDIS_CLIENT_KEY_PATH, and that"
+        " the port speaks TLS",
+    ),
+)
+
+
+def _tls_refused(destination: RedisDestination, error: Exception) -> RedisUnavailable | None:
+    """The fix for a failed TLS handshake, or None when ``error`` is not one."""
+    text = str(error)
+    if destination.secure:
+        for markers, problem, fix in _TLS_FAILURES:
+            if any(marker in text for marker in markers):
+                return RedisUnavailable(
+                    f"Redis at {destination.display_url()} {problem} ({text}): {fix}"
+                )
+    return None
 
 
 def _credentials_refused(destination: RedisDestination, error: Exception) -> RedisUnavailable:
@@ -206,6 +275,8 @@ def connect(destination: RedisDestination | str) -> RedisClient:
     except redis.TimeoutError as error:
         raise RedisUnavailable(timeout_message(where, destination.socket_timeout)) from error
     except redis.ConnectionError as error:
+        if tls_error := _tls_refused(destination, error):
+            raise tls_error from error
         hint = "start redis-server or set REDIS_URL"
         if destination.cluster_mode:
             hint = "start the cluster, list its nodes in the address, or set cluster_mode false"

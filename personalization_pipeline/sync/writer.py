@@ -15,7 +15,7 @@ compares the whole engine with a redis-py pipeline baseline in one run.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -141,8 +141,38 @@ class StandaloneWriter(Writer):
             self._connection = None
 
 
+# Redirections of one batch are followed this many rounds; a cluster that still redirects
+# after that is resharding faster than we write (or its nodes disagree) and the run fails.
+REDIRECT_ROUNDS = 5
+_REDIRECTS = ("MOVED ", "ASK ")
+_ASKING = b"*1\r\n$6\r\nASKING\r\n"
+
+
+def _split_commands(resp: bytes) -> list[bytes]:
+    """The RESP arrays (commands) that ``resp`` holds, in order."""
+    commands = []
+    start = 0
+    while start < len(resp):
+        line_end = resp.index(b"\r\n", start)
+        position = line_end + 2
+        for _ in range(int(resp[start + 1 : line_end])):
+            length_end = resp.index(b"\r\n", position)
+            position = length_end + 2 + int(resp[position + 1 : length_end]) + 2
+        commands.append(resp[start:position])
+        start = position
+    return commands
+
+
 class ClusterWriter(Writer):
-    """Groups each batch by the node that owns each key's slot; one payload per node."""
+    """Groups each batch by the node that owns each key's slot; one payload per node.
+
+    During a resharding a node answers ``-MOVED slot host:port`` (the slot has a new owner)
+    or ``-ASK slot host:port`` (the slot is migrating and this key is already gone). Those
+    rows are resent within the batch: after MOVED to the new owner, with the slot map
+    refreshed so the next batches go there directly; after ASK to the named node, each
+    command preceded by ASKING (which admits only the next command). Resending a whole row
+    is safe: HSET and HDEL of the same fields are idempotent.
+    """
 
     needs_rows = True
 
@@ -150,6 +180,10 @@ class ClusterWriter(Writer):
         self.client = client
         self._connections: dict[str, tuple[redis.ConnectionPool, redis.Connection]] = {}
         self._pending: list[tuple[str, list[int], list[int]]] = []
+        self._batch: Batch | None = None
+        self._row_commands: list[int] = []
+        self.redirects: Counter[str] = Counter()
+        """Rows resent after a MOVED or an ASK reply, over the writer's life."""
 
     def _connection(self, node) -> redis.Connection:
         if node.name not in self._connections:
@@ -167,6 +201,7 @@ class ClusterWriter(Writer):
             node_of[node.name] = node
         assert batch.row_commands is not None
         row_commands = batch.row_commands()
+        self._batch, self._row_commands = batch, row_commands
         self._pending = []
         try:
             for name, rows in by_node.items():
@@ -179,16 +214,72 @@ class ClusterWriter(Writer):
 
     def receive(self) -> RowErrors:
         errors: RowErrors = []
-        pending, self._pending = self._pending, []
         try:
-            for name, rows, counts in pending:
-                lines = _read_replies(self._connections[name][1], sum(counts))
-                if lines is not None:
-                    errors.extend(_row_errors(lines, counts, rows))
+            redirected = self._collect(errors)
+            for _ in range(REDIRECT_ROUNDS):
+                if not redirected:
+                    break
+                self._resend(redirected)
+                redirected = self._collect(errors)
         except BaseException:
+            self._pending = []
             self._drop_all()
             raise
+        errors.extend(
+            (
+                row,
+                f"{message} (still redirected after {REDIRECT_ROUNDS} resends: the cluster is"
+                " resharding or its nodes disagree on the slot owner)",
+            )
+            for row, message in redirected
+        )
         return sorted(errors)
+
+    def _collect(self, errors: RowErrors) -> RowErrors:
+        """Read every pending reply; add row errors to ``errors``, return the redirected rows."""
+        redirected: RowErrors = []
+        pending, self._pending = self._pending, []
+        for name, rows, counts in pending:
+            lines = _read_replies(self._connections[name][1], sum(counts))
+            if lines is not None:
+                for row, message in _row_errors(lines, counts, rows):
+                    target = redirected if message.startswith(_REDIRECTS) else errors
+                    target.append((row, message))
+        return redirected
+
+    def _resend(self, redirected: RowErrors) -> None:
+        """Send each redirected row to the node its reply names (ASKING first after ASK)."""
+        nodes = self.client.nodes_manager
+        if any(message.startswith("MOVED ") for _, message in redirected):
+            nodes.initialize()
+        assert self._batch is not None
+        by_node: dict[str, list[tuple[int, bool]]] = defaultdict(list)
+        node_of = {}
+        for row, message in redirected:
+            kind, _, address = message.split(" ", 2)
+            self.redirects[kind] += 1
+            host, _, port = address.rpartition(":")
+            node = nodes.get_node(host, int(port))
+            if node is None:  # a node the map has not seen yet (added by the resharding)
+                nodes.initialize()
+                node = nodes.get_node(host, int(port))
+            if node is None:
+                raise redis.ClusterError(f"Redis Cluster redirected to unknown node {address}")
+            by_node[node.name].append((row, kind == "ASK"))
+            node_of[node.name] = node
+        for name, rows in by_node.items():
+            parts, counts = [], []
+            for row, asking in rows:
+                resp = self._batch.resps[row].encode()
+                count = self._row_commands[row]
+                if asking:
+                    resp = b"".join(_ASKING + command for command in _split_commands(resp))
+                    count *= 2
+                parts.append(resp)
+                counts.append(count)
+            connection = self._connection(node_of[name])
+            connection.send_packed_command([b"".join(parts)], check_health=False)
+            self._pending.append((name, [row for row, _ in rows], counts))
 
     def _drop_all(self) -> None:
         for pool, connection in self._connections.values():
