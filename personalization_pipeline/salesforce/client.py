@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from simple_salesforce import Salesforce
@@ -45,7 +46,12 @@ class SalesforceAuth:
     api_version: str = "59.0"
 
     def __repr__(self) -> str:
-        return f"SalesforceAuth(flow={self.flow!r}, who={self.who!r}, domain={self.domain!r})"
+        # Never raises, so incomplete credentials can still be logged and shown in tracebacks.
+        try:
+            flow, who = self.flow, self.who
+        except SalesforceConfigError:
+            flow, who = "incomplete", self.username
+        return f"SalesforceAuth(flow={flow!r}, who={who!r}, domain={self.domain!r})"
 
     @property
     def flow(self) -> str:
@@ -72,7 +78,8 @@ class SalesforceAuth:
     def who(self) -> str:
         """Who the run acts as, safe to log."""
         if self.flow == "session":
-            return str(self.instance_url)
+            # The host alone: a URL can carry a user and password.
+            return urlsplit(str(self.instance_url)).hostname or "the instance URL"
         if self.flow == "client_credentials":
             return f"connected app on {self.domain}.salesforce.com"
         return f"{self.username} via {self.domain}.salesforce.com"
