@@ -62,7 +62,9 @@ def salesforce_contacts(
     """Salesforce Contacts, deleted ones included, landed in raw.salesforce_contact."""
     context.log.info(f"Reading contacts from {salesforce.describe()}")
     with fail_without_retry_on_permanent_errors(), warehouse.connect() as connection:
-        landed = salesforce.land_contacts(connection, config.full_refresh, context.log.info)
+        landed = salesforce.land_contacts(
+            connection, config.full_refresh, context.log.info, context.log.warning
+        )
         metadata = table_metadata(connection, "raw.salesforce_contact")
         counts = contact_counts(connection)
     if landed.get("stopped_early", "no") != "no":

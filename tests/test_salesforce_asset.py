@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import dagster as dg
 import requests
 
@@ -108,3 +110,27 @@ def test_one_field_for_two_columns_fails_naming_both_without_retries(salesforce_
     assert "Contact field Email is mapped to two columns, user_id and email" in message
     assert "SALESFORCE_USER_ID_FIELD or SALESFORCE_EMAIL_FIELD" in message
     assert salesforce_server.org.logins == [], "refused before logging in, and no run retry"
+
+
+def test_session_login_warns_at_run_start(salesforce_server, tmp_path):
+    salesforce_server.org.insert_many(2)
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [salesforce_contacts],
+        resources={
+            "salesforce": LocalSalesforceSource(
+                port=salesforce_server.port,
+                instance_url=salesforce_server.instance_url,
+                session_id=salesforce_server.session_id(),
+            ),
+            "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb")),
+        },
+        instance=instance,
+    )
+    assert metadata(result)["rows_inserted"] == 2
+    warnings = [
+        entry.user_message
+        for entry in instance.all_logs(result.run_id)
+        if entry.level == logging.WARNING
+    ]
+    assert any("not for unattended sensors and schedules" in text for text in warnings), warnings

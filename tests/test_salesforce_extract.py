@@ -328,10 +328,46 @@ def test_client_credentials_needs_a_my_domain(salesforce_server):
         SalesforceClient(auth, retry=FAST, session=salesforce_server.session())
 
 
-def test_an_expired_session_id_cannot_be_renewed(salesforce_server, warehouse):
-    auth = SalesforceAuth(
-        instance_url=salesforce_server.instance_url, session_id=salesforce_server.session_id()
+def session_auth(server: SalesforceServer, session_id: str | None = None) -> SalesforceAuth:
+    return SalesforceAuth(
+        instance_url=server.instance_url, session_id=session_id or server.session_id()
     )
-    salesforce_server.org.expire_sessions()
-    with pytest.raises(SalesforceConfigError, match="SALESFORCE_SESSION_ID has expired"):
-        run(salesforce_server, warehouse, auth=auth)
+
+
+def test_a_session_id_refused_at_once_is_told_apart_from_one_that_expired_mid_run(
+    salesforce_server, warehouse
+):
+    org = salesforce_server.org
+    org.insert_many(2500)
+    never_valid = session_auth(salesforce_server, "00DHs000001LoCa!AQmistyped")
+    with pytest.raises(SalesforceConfigError) as refused:
+        run(salesforce_server, warehouse, auth=never_valid)
+    assert str(refused.value).startswith(
+        "acme.my.salesforce.com refused SALESFORCE_SESSION_ID on the first call (Contact "
+        "describe): the session id is mistyped, expired before this run, or belongs to another"
+    )
+    assert "expired during this run" not in str(refused.value)
+
+    org.inject("expired_session", after=2)  # describe and count work, then the session dies
+    with pytest.raises(SalesforceConfigError) as expired:
+        run(salesforce_server, warehouse, auth=session_auth(salesforce_server))
+    assert str(expired.value).startswith(
+        "SALESFORCE_SESSION_ID expired during this run (query on acme.my.salesforce.com was "
+        "refused after earlier calls worked), and a session id cannot be renewed"
+    )
+    assert "00DHs000001LoCa!AQmistyped" not in str(refused.value) + str(expired.value)
+
+
+def test_session_login_warns_that_it_is_not_for_unattended_runs(salesforce_server):
+    warnings, infos = [], []
+    SalesforceClient(
+        session_auth(salesforce_server),
+        session=salesforce_server.session(),
+        log=infos.append,
+        warn=warnings.append,
+    )
+    assert len(warnings) == 1 and "not for unattended sensors and schedules" in warnings[0]
+    SalesforceClient(
+        password_auth(salesforce_server), session=salesforce_server.session(), warn=warnings.append
+    )
+    assert len(warnings) == 1, "login flows renew themselves: no warning"

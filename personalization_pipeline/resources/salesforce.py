@@ -102,11 +102,11 @@ class ContactSource(dg.ConfigurableResource, ABC):
 
     @abstractmethod
     def land_contacts(
-        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log
+        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log, warn: Log
     ) -> dict[str, object]:
         """Bring raw.salesforce_contact up to date (deleted contacts kept with is_deleted).
 
-        Returns what was done, for Dagster metadata.
+        `warn` receives what an operator must act on. Returns what was done, for Dagster metadata.
         """
 
     @abstractmethod
@@ -130,7 +130,7 @@ class SampleContactSource(ContactSource):
         return f"Contact export {self.path} (no Salesforce credentials set)"
 
     def land_contacts(
-        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log
+        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log, warn: Log
     ) -> dict[str, object]:
         """An export is always complete, so every run is a full refresh."""
         result = land_export(connection, self.pages(), self.fields, self.max_delete_fraction)
@@ -200,24 +200,30 @@ class SalesforceApiSource(ContactSource):
         """Test seam only: tests return a session that reaches the local Salesforce server."""
         return None
 
-    def connect(self, log: Log = _quiet) -> SalesforceClient:
+    def connect(self, log: Log = _quiet, warn: Log = _quiet) -> SalesforceClient:
         retry = RetryPolicy(self.max_attempts, self.retry_base_seconds, self.retry_max_seconds)
-        return SalesforceClient(self.auth(), retry=retry, session=self.requests_session(), log=log)
+        return SalesforceClient(
+            self.auth(), retry=retry, session=self.requests_session(), log=log, warn=warn
+        )
 
     def extract(
-        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool = False, log: Log = _quiet
+        self,
+        connection: duckdb.DuckDBPyConnection,
+        full_refresh: bool = False,
+        log: Log = _quiet,
+        warn: Log = _quiet,
     ) -> tuple[ExtractResult, ApiUsage]:
         """Land new, changed and deleted contacts in raw.salesforce_contact (incremental)."""
         settings = self._settings(ExtractSettings)
         fields = self.fields  # a mapping that cannot work fails before logging in
-        client = self.connect(log)
+        client = self.connect(log, warn)
         result = extract_contacts(client, connection, fields, settings, full_refresh, log)
         return result, client.usage
 
     def land_contacts(
-        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log
+        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log, warn: Log
     ) -> dict[str, object]:
-        result, usage = self.extract(connection, full_refresh, log)
+        result, usage = self.extract(connection, full_refresh, log, warn)
         log(
             f"{result.mode.upper()}: {result.summary()}; API calls {usage.calls}, "
             f"usage {usage.reported()}"

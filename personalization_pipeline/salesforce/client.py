@@ -26,6 +26,13 @@ from simple_salesforce.exceptions import (
 
 T = TypeVar("T")
 
+SESSION_LOGIN_WARNING = (
+    "Logging in with SALESFORCE_INSTANCE_URL + SALESFORCE_SESSION_ID: this is for trying "
+    "things, not for unattended sensors and schedules. A session id cannot be renewed, so every "
+    "run fails once it expires (after the org's session timeout, 2 hours by default); configure "
+    "a login flow (username + password, OAuth, JWT) for unattended runs"
+)
+
 
 @dataclass(frozen=True)
 class SalesforceAuth:
@@ -211,13 +218,20 @@ class SalesforceClient:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         log: Callable[[str], None] = lambda message: None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.auth = auth
         self.retry = retry or RetryPolicy()
         self._session = session
         self._sleep = sleep
         self._log = log
+        self._warn = warn or log
         self.usage = ApiUsage()
+        # Whether Salesforce has answered a call yet: a session id refused on the first call
+        # was never valid here, one refused later expired during the run.
+        self._answered = False
+        if auth.flow == "session":
+            self._warn(SESSION_LOGIN_WARNING)
         self.sf = self._login()
 
     def _login(self) -> Salesforce:
@@ -230,16 +244,28 @@ class SalesforceClient:
             try:
                 return self._with_retries(lambda: operation(self.sf), what, soql=soql)
             except SalesforceExpiredSession:
-                if relogged or self.auth.flow == "session":
-                    if self.auth.flow == "session":
-                        raise SalesforceConfigError(
-                            "SALESFORCE_SESSION_ID has expired and a session id cannot be "
-                            "renewed: set a fresh one, or configure a login flow"
-                        ) from None
+                if self.auth.flow == "session":
+                    raise SalesforceConfigError(self._session_refused(what)) from None
+                if relogged:
                     raise
                 relogged = True
                 self._log(f"Salesforce session expired during {what}; logging in again")
                 self.sf = self._login()
+
+    def _session_refused(self, what: str) -> str:
+        host = self.auth.who
+        if self._answered:
+            return (
+                f"SALESFORCE_SESSION_ID expired during this run ({what} on {host} was refused "
+                "after earlier calls worked), and a session id cannot be renewed: set a fresh "
+                "one, or configure a login flow (username + password, OAuth, JWT) for unattended "
+                "runs"
+            )
+        return (
+            f"{host} refused SALESFORCE_SESSION_ID on the first call ({what}): the session id "
+            "is mistyped, expired before this run, or belongs to another org or instance. Copy a "
+            "fresh one for SALESFORCE_INSTANCE_URL's org, or configure a login flow"
+        )
 
     def _with_retries(
         self, operation: Callable[[], T], what: str, soql: str = "", count: bool = True
@@ -274,6 +300,7 @@ class SalesforceClient:
                 reason = type(error).__name__
             else:
                 if count:
+                    self._answered = True
                     self._note_usage()
                 return result
             delay = self.retry.delay(attempt)
