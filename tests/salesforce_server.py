@@ -398,6 +398,7 @@ class BulkJob:
     api_version: str
     polls_left: int
     state: str = "UploadComplete"
+    outcome: str = "JobComplete"  # the state it ends in: JobComplete, Failed or Aborted
     error_message: str | None = None
 
 
@@ -415,7 +416,7 @@ class SalesforceOrg:
         self.cursors: dict[str, QueryCursor] = {}
         self.jobs: dict[str, BulkJob] = {}
         self.bulk_polls_before_complete = 1
-        self.bulk_fail_next_job: str | None = None
+        self.bulk_failures: list[tuple[str, str | None]] = []  # (outcome, errorMessage) per job
         self.requests: list[tuple[str, str, str]] = []  # (method, original host, path)
         self.logins: list[str] = []  # flow names, in order
         self._numbers = itertools.count(1)
@@ -494,6 +495,17 @@ class SalesforceOrg:
             raise ValueError(kind)
         with self.lock:
             self.faults.append(Fault(kind, times, after, path_contains))
+
+    def fail_bulk_jobs(
+        self,
+        times: int = 1,
+        state: str = "Failed",
+        message: str = "InternalServerError : Retry the request. If the issue persists, contact "
+        "Salesforce Customer Support.",
+    ) -> None:
+        """The next `times` Bulk 2.0 jobs end Failed (with `message`) or Aborted, not complete."""
+        with self.lock:
+            self.bulk_failures.extend([(state, message if state == "Failed" else None)] * times)
 
     def expire_sessions(self) -> None:
         with self.lock:
@@ -981,8 +993,8 @@ class Handler(BaseHTTPRequestHandler):
                 api_version=version,
                 polls_left=org.bulk_polls_before_complete,
             )
-            if org.bulk_fail_next_job is not None:
-                job.error_message, org.bulk_fail_next_job = org.bulk_fail_next_job, None
+            if org.bulk_failures:
+                job.outcome, job.error_message = org.bulk_failures.pop(0)
             org.jobs[job.id] = job
         raise _Reply(200, job_info(job))
 
@@ -992,7 +1004,7 @@ class Handler(BaseHTTPRequestHandler):
                 job.polls_left -= 1
                 job.state = "InProgress"
             else:
-                job.state = "Failed" if job.error_message else "JobComplete"
+                job.state = job.outcome
         raise _Reply(200, job_info(job))
 
     def _bulk_results(self, job: BulkJob, version: str) -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from personalization_pipeline.resources.salesforce import SalesforceApiSource
 from personalization_pipeline.salesforce.client import (
+    BulkJobFailed,
     RetryPolicy,
     SalesforceAuth,
     SalesforceClient,
@@ -164,6 +165,64 @@ def test_bulk_path_above_the_threshold(salesforce_server, warehouse):
             0
         ]
     )
+
+
+def bulk_client(server, sleeps):
+    return SalesforceClient(
+        password_auth(server), retry=FAST, session=server.session(), sleep=sleeps.append
+    )
+
+
+def test_a_failed_or_aborted_bulk_job_is_created_again_within_the_run(salesforce_server, warehouse):
+    org = salesforce_server.org
+    org.insert_many(300)
+    org.fail_bulk_jobs(1, state="Failed")
+    org.fail_bulk_jobs(1, state="Aborted")
+    sleeps = []
+    settings = ExtractSettings(bulk_threshold=100, bulk_poll_seconds=0)
+    result = extract_contacts(bulk_client(salesforce_server, sleeps), warehouse, FIELDS, settings)
+    assert (result.mode, result.rows_fetched, len(contacts(warehouse))) == ("bulk", 300, 300)
+    assert len(org.jobs) == 3, "two jobs failed, the third completed"
+    backoff = [s for s in sleeps if s > 0]  # polls wait 0 here; the retry policy's delays do not
+    assert len(backoff) == 2 and 0.00075 <= backoff[0] <= 0.00125 <= backoff[1] <= 0.0025
+
+
+def test_bulk_jobs_failing_on_every_attempt_end_the_run_naming_the_setting(
+    salesforce_server, warehouse
+):
+    org = salesforce_server.org
+    org.insert_many(300)
+    org.fail_bulk_jobs(FAST.max_attempts, message="QUERY_TIMEOUT: Your query ran too long")
+    settings = ExtractSettings(bulk_threshold=100, bulk_poll_seconds=0)
+    with pytest.raises(BulkJobFailed) as failed:
+        extract_contacts(bulk_client(salesforce_server, []), warehouse, FIELDS, settings)
+    assert "ended Failed (QUERY_TIMEOUT: Your query ran too long); 4 job(s) in a row failed" in str(
+        failed.value
+    )
+    assert "SALESFORCE_MAX_ATTEMPTS=4" in str(failed.value) and len(org.jobs) == 4
+
+
+def test_bulk_polling_starts_fast_and_backs_off_to_the_configured_wait(
+    salesforce_server, warehouse
+):
+    org = salesforce_server.org
+    org.insert_many(300)
+    org.bulk_polls_before_complete = 4  # the job reports InProgress four times
+    sleeps = []
+    settings = ExtractSettings(bulk_threshold=100, bulk_poll_seconds=1.5)
+    extract_contacts(bulk_client(salesforce_server, sleeps), warehouse, FIELDS, settings)
+    assert sleeps == [0.25, 0.5, 1.0, 1.5, 1.5]
+
+
+def test_a_bulk_job_that_never_finishes_ends_the_run(salesforce_server, warehouse):
+    org = salesforce_server.org
+    org.insert_many(300)
+    org.bulk_polls_before_complete = 10**6
+    client = bulk_client(salesforce_server, [])
+    client.bulk_job_timeout_seconds = 0
+    settings = ExtractSettings(bulk_threshold=100, bulk_poll_seconds=0)
+    with pytest.raises(BulkJobFailed, match=r"is still InProgress after 0s"):
+        extract_contacts(client, warehouse, FIELDS, settings)
 
 
 def test_expired_session_mid_run_logs_in_again(salesforce_server, warehouse):

@@ -168,6 +168,19 @@ def test_responses_have_recorded_shapes(salesforce_server, api) -> None:
         session.headers["Authorization"] = f"Bearer {salesforce_server.session_id()}"
 
 
+@pytest.mark.parametrize("state", ["Failed", "Aborted"])
+def test_bulk_jobs_that_fail_or_are_aborted(salesforce_server, api, state) -> None:
+    session, base = api
+    salesforce_server.org.fail_bulk_jobs(1, state=state)
+    job = session.post(
+        f"{base}/jobs/query", json={"operation": "queryAll", "query": "SELECT Id FROM Contact"}
+    ).json()["id"]
+    assert session.get(f"{base}/jobs/query/{job}").json()["state"] == "InProgress"
+    assert_recorded(session.get(f"{base}/jobs/query/{job}"), f"bulk_job_{state.lower()}.json")
+    results = session.get(f"{base}/jobs/query/{job}/results")
+    assert results.status_code == 412 and results.json()[0]["errorCode"] == "JOB_NOT_COMPLETE"
+
+
 @pytest.mark.parametrize(
     "literal",
     [

@@ -208,8 +208,19 @@ def _error_code(error: SalesforceError) -> tuple[str, str]:
     return "", str(content)
 
 
+class BulkJobFailed(RuntimeError):
+    """A Bulk 2.0 job failed on every attempt, or never finished."""
+
+
+# A small job is done within a second; polls then back off towards SALESFORCE_BULK_POLL_SECONDS.
+BULK_FIRST_POLL_SECONDS = 0.25
+
+
 class SalesforceClient:
     """simple-salesforce plus the failure handling an unattended extract needs."""
+
+    # As simple-salesforce's own wait: a job still running after a day is not going to finish.
+    bulk_job_timeout_seconds: float = 24 * 3600
 
     def __init__(
         self,
@@ -347,7 +358,32 @@ class SalesforceClient:
     # Bulk 2.0 goes through simple-salesforce's job client (`sf.bulk2.Contact._client`, stable
     # in the pinned 1.12.10) because its query generators cannot resume a page after a
     # transient failure; with the locator in hand each page is retried on its own.
-    def bulk_create_query_all(self, soql: str) -> str:
+    def bulk_query_all(self, soql: str, max_poll_seconds: float) -> str:
+        """Run a queryAll job to completion and return its id.
+
+        A job that ends Failed or Aborted is created again, up to the retry policy's attempts and
+        with its backoff, so a failed job costs seconds rather than a step retry.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            job_id = self._bulk_create_query_all(soql)
+            state, message = self._bulk_wait(job_id, max_poll_seconds)
+            if state == "JobComplete":
+                return job_id
+            if attempt >= self.retry.max_attempts:
+                raise BulkJobFailed(
+                    f"Bulk 2.0 job {job_id} ended {state} ({message}); {attempt} job(s) in a row "
+                    f"failed, giving up (SALESFORCE_MAX_ATTEMPTS={self.retry.max_attempts})"
+                )
+            delay = self.retry.delay(attempt)
+            self._log(
+                f"Bulk 2.0 job {job_id} ended {state} ({message}); attempt {attempt}/"
+                f"{self.retry.max_attempts}, creating it again in {delay:.2f}s"
+            )
+            self._sleep(delay)
+
+    def _bulk_create_query_all(self, soql: str) -> str:
         from simple_salesforce.bulk2 import Operation
 
         job = self.call(
@@ -357,11 +393,26 @@ class SalesforceClient:
         )
         return str(job["id"])
 
-    def bulk_wait(self, job_id: str, poll_seconds: float) -> None:
-        self.call(
-            "Bulk 2.0 job polling",
-            lambda sf: sf.bulk2.Contact._client.wait_for_job(job_id, True, poll_seconds),
-        )
+    def _bulk_wait(self, job_id: str, max_poll_seconds: float) -> tuple[str, str]:
+        """Poll until the job ends: first after BULK_FIRST_POLL_SECONDS, then twice as long each
+        time up to `max_poll_seconds`, so a small job is read within a second and a long one
+        costs few calls. Returns the final state and Salesforce's error message."""
+        deadline = time.monotonic() + self.bulk_job_timeout_seconds
+        wait = min(BULK_FIRST_POLL_SECONDS, max_poll_seconds)
+        while True:
+            self._sleep(wait)
+            job = self.call(
+                "Bulk 2.0 job polling",
+                lambda sf: sf.bulk2.Contact._client.get_job(job_id, True),
+            )
+            if job["state"] in ("JobComplete", "Failed", "Aborted"):
+                return job["state"], str(job.get("errorMessage") or "no error message")
+            if time.monotonic() > deadline:
+                raise BulkJobFailed(
+                    f"Bulk 2.0 job {job_id} is still {job['state']} after "
+                    f"{self.bulk_job_timeout_seconds:g}s; it is left to Salesforce"
+                )
+            wait = min(wait * 2, max_poll_seconds)
 
     def bulk_results(self, job_id: str, locator: str, page_size: int) -> tuple[str, str]:
         """One CSV page and the locator of the next ('' after the last page)."""

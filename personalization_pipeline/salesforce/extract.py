@@ -322,8 +322,7 @@ def _rest_pages(
 def _bulk_pages(
     client: SalesforceClient, soql: str, settings: ExtractSettings
 ) -> Iterator[tuple[pd.DataFrame, bool]]:
-    job_id = client.bulk_create_query_all(soql)
-    client.bulk_wait(job_id, settings.bulk_poll_seconds)
+    job_id = client.bulk_query_all(soql, settings.bulk_poll_seconds)
     locator = ""
     while True:
         text, locator = client.bulk_results(job_id, locator, settings.bulk_page_size)
