@@ -495,6 +495,14 @@ class SalesforceOrg:
             record["IsDeleted"] = True
             record["SystemModstamp"] = self.delete_log[record_id] = self.now()
 
+    def undelete(self, record_id: str) -> None:
+        """Restore from the Recycle Bin. The delete log keeps its entry here, the case a reader
+        of getDeleted must survive."""
+        with self.lock:
+            record = self.contacts[record_id]
+            record["IsDeleted"] = False
+            record["SystemModstamp"] = self.now()
+
     def purge(self, record_id: str) -> None:
         """Hard delete, or a Recycle Bin purge: the row disappears even from queryAll. A live
         record's hard delete enters the delete log now; a purged soft delete is already there."""
@@ -510,6 +518,13 @@ class SalesforceOrg:
         """Move the org's clock forward (timedelta keywords), as if that much time passed."""
         with self.lock:
             self.clock_offset += timedelta(**delta)
+
+    def advance_to_next_minute(self) -> None:
+        """Move the clock just past the next whole minute: a test then has most of a minute
+        before what getDeleted covers (whole minutes only) moves on."""
+        with self.lock:
+            now = self.now()
+            self.clock_offset += to_minute(now) + timedelta(minutes=1, milliseconds=100) - now
 
     def purge_delete_log(self) -> None:
         """What Salesforce's background job does to a delete log past its size limit: drop

@@ -10,7 +10,8 @@ import requests
 from assets.sources import salesforce_contacts
 from personalization_pipeline.resources.salesforce import SalesforceApiSource
 from personalization_pipeline.resources.warehouse import WarehouseResource
-from tests.salesforce_server import local_session
+from personalization_pipeline.salesforce.client import SalesforceClient
+from tests.salesforce_server import SalesforceServer, local_session
 
 
 class LocalSalesforceSource(SalesforceApiSource):
@@ -20,6 +21,12 @@ class LocalSalesforceSource(SalesforceApiSource):
 
     def requests_session(self) -> requests.Session | None:
         return local_session(self.port)
+
+    def connect(self, *args, **kwargs) -> SalesforceClient:
+        client = super().connect(*args, **kwargs)
+        # The org's clock, which tests move forward instead of waiting.
+        client.clock = SalesforceServer.running[self.port].org.now
+        return client
 
 
 def local_source(server, **settings) -> LocalSalesforceSource:

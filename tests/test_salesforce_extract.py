@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import duckdb
 import pytest
 
@@ -15,12 +17,14 @@ from personalization_pipeline.salesforce.client import (
     SalesforceQueryError,
 )
 from personalization_pipeline.salesforce.extract import (
+    DELETED_CURSOR_NAME,
     DeleteGuardError,
     ExtractSettings,
     extract_contacts,
+    read_cursor,
 )
 from personalization_pipeline.salesforce.mapping import FieldMappingError
-from tests.salesforce_server import SalesforceServer, minutes_ago
+from tests.salesforce_server import SalesforceServer, minutes_ago, to_minute
 
 FIELDS = SalesforceApiSource().fields
 FAST = RetryPolicy(max_attempts=4, base_seconds=0.001, max_seconds=0.01)
@@ -42,7 +46,9 @@ def warehouse(tmp_path):
 
 
 def run(server, warehouse, auth=None, settings=SETTINGS, **kwargs):
-    client = SalesforceClient(auth or password_auth(server), retry=FAST, session=server.session())
+    client = SalesforceClient(
+        auth or password_auth(server), retry=FAST, session=server.session(), clock=server.org.now
+    )
     return extract_contacts(client, warehouse, FIELDS, settings, **kwargs), client
 
 
@@ -93,11 +99,119 @@ def test_full_refresh_marks_contacts_salesforce_no_longer_returns(salesforce_ser
     keep, gone, *_ = org.insert_many(10)
     run(salesforce_server, warehouse)
     org.purge(gone)  # hard delete: invisible even to queryAll
-    run(salesforce_server, warehouse)
-    assert contacts(warehouse)[gone][3] is False, "an incremental run cannot see a purge"
     result, _ = run(salesforce_server, warehouse, full_refresh=True)
     assert result.full_refresh and result.marked_deleted == 1
     assert contacts(warehouse)[gone][3] is True and contacts(warehouse)[keep][3] is False
+
+
+def deleted_cursor(warehouse):
+    return read_cursor(warehouse, DELETED_CURSOR_NAME)
+
+
+def test_hard_deletes_are_read_incrementally_from_the_delete_log(salesforce_server, warehouse):
+    org = salesforce_server.org
+    gone, binned, kept, *_ = org.insert_many(10)
+    first, _ = run(salesforce_server, warehouse)
+    # A first load reads every contact there is; deletes are read from its start (less the
+    # lookback) on.
+    assert first.deleted_cursor_after == deleted_cursor(warehouse)
+    assert first.deleted_cursor_after < first.cursor_after
+
+    org.purge(gone)  # a hard delete of a live contact
+    org.delete(binned)
+    org.purge(binned)  # deleted, then the Recycle Bin emptied, between two runs
+    org.advance(minutes=2)  # getDeleted reports whole minutes that have passed
+    second, _ = run(salesforce_server, warehouse)
+    assert (second.full_refresh, second.hard_deletes_gap) == (False, None)
+    assert (second.marked_deleted, second.inserted, second.updated) == (2, 0, 0)
+    landed = contacts(warehouse)
+    assert landed[gone][3] is True and landed[binned][3] is True and landed[kept][3] is False
+    # The next window starts where Salesforce's answer said it covered, a whole minute.
+    covered = to_minute(org.now()).replace(tzinfo=None)
+    assert second.deleted_cursor_after == deleted_cursor(warehouse) == covered
+    assert second.metadata()["deleted_cursor_after"] == str(covered)
+
+    org.advance(minutes=2)
+    third, _ = run(salesforce_server, warehouse)
+    assert third.marked_deleted == 0 and third.deleted_cursor_after > covered
+
+
+def test_soft_deletes_and_undeletes_agree_between_the_two_reads(salesforce_server, warehouse):
+    org = salesforce_server.org
+    deleted, restored, _ = org.insert_many(3)
+    run(salesforce_server, warehouse)
+    org.delete(deleted)
+    org.delete(restored)
+    org.advance(minutes=1)
+    org.undelete(restored)  # the delete log may still list it, with its older date
+    org.advance(minutes=2)
+    result, _ = run(salesforce_server, warehouse)
+    # queryAll brings both as updates; getDeleted then finds the one delete already marked.
+    assert (result.updated, result.marked_deleted) == (2, 1)
+    landed = contacts(warehouse)
+    assert landed[deleted][3] is True and landed[restored][3] is False
+
+
+@pytest.mark.parametrize(
+    "lose_the_log, gap",
+    [
+        (lambda org, warehouse: org.purge_delete_log(), "Salesforce's delete log now starts at"),
+        (
+            lambda org, warehouse: org.advance(days=31),
+            "Salesforce no longer answers getDeleted from",
+        ),
+        (
+            lambda org, warehouse: warehouse.execute(
+                "DELETE FROM salesforce_state.cursor WHERE name = ?", [DELETED_CURSOR_NAME]
+            ),
+            "hard deletes have never been read into this warehouse",
+        ),
+    ],
+    ids=["delete log purged", "past the 30-day window", "warehouse from before"],
+)
+def test_when_salesforce_cannot_vouch_for_deletes_the_run_is_a_full_refresh_and_says_so(
+    salesforce_server, warehouse, lose_the_log, gap
+):
+    org = salesforce_server.org
+    gone, *_ = org.insert_many(10)
+    run(salesforce_server, warehouse)
+    org.purge(gone)
+    lose_the_log(org, warehouse)
+    org.advance(minutes=2)
+    warnings = []
+    result, _ = run(salesforce_server, warehouse, warn=warnings.append)
+    assert result.hard_deletes_gap.startswith(gap), result.hard_deletes_gap
+    assert result.hard_deletes_gap.endswith(
+        "so contacts hard-deleted in between may be missing: this run is a full refresh, which "
+        "marks every contact Salesforce no longer returns deleted"
+    )
+    assert warnings == [result.hard_deletes_gap]
+    assert result.metadata()["hard_deletes_gap"] == result.hard_deletes_gap
+    assert result.full_refresh and result.marked_deleted == 1 and contacts(warehouse)[gone][3]
+    # Deletes are read again from the refresh's start less the lookback, or from where the
+    # purged log is whole again if that is later.
+    restart = deleted_cursor(warehouse)
+    assert result.deleted_cursor_after == restart
+    assert timedelta(0) < org.now().replace(tzinfo=None) - restart < timedelta(minutes=11)
+
+    org.advance(minutes=3)
+    after, _ = run(salesforce_server, warehouse, warn=warnings.append)
+    assert (after.full_refresh, after.hard_deletes_gap, len(warnings)) == (False, None, 1)
+
+
+def test_a_refused_refresh_leaves_the_gap_to_the_next_run(salesforce_server, warehouse):
+    org = salesforce_server.org
+    ids = org.insert_many(4)
+    run(salesforce_server, warehouse)
+    org.purge(ids[0])
+    org.purge_delete_log()
+    org.advance(minutes=2)
+    with pytest.raises(DeleteGuardError):
+        run(salesforce_server, warehouse)  # 1 of 4 is more than the 20% a refresh may delete
+    org.advance(minutes=2)
+    allowed = ExtractSettings(bulk_poll_seconds=0, max_delete_fraction=1)
+    result, _ = run(salesforce_server, warehouse, settings=allowed)
+    assert result.hard_deletes_gap and result.full_refresh and result.marked_deleted == 1
 
 
 def test_full_refresh_that_sees_too_few_contacts_marks_none_deleted(salesforce_server, warehouse):
@@ -126,8 +240,9 @@ def test_full_refresh_that_sees_too_few_contacts_marks_none_deleted(salesforce_s
 
 def test_full_refresh_of_an_empty_org_is_refused(salesforce_server, warehouse):
     org = salesforce_server.org
-    for contact in org.insert_many(3):
-        run(salesforce_server, warehouse)
+    ids = org.insert_many(3)
+    run(salesforce_server, warehouse)
+    for contact in ids:
         org.purge(contact)
     with pytest.raises(DeleteGuardError, match="read 0 contacts and would mark 3 of the 3 live"):
         run(salesforce_server, warehouse, full_refresh=True)

@@ -11,6 +11,7 @@ import dataclasses
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
+from datetime import timedelta
 from typing import TypeVar
 
 import dagster as dg
@@ -36,6 +37,8 @@ from personalization_pipeline.salesforce.extract import (
 from personalization_pipeline.salesforce.mapping import SYSTEM_FIELDS
 
 DEFAULT_SAMPLE_CONTACTS_PATH = "data/sample/salesforce_contacts.csv"
+# How far back the sensor looks for hard deletes; much more than a tick, within getDeleted's reach.
+DELETES_SEEN_BY_SENSOR = timedelta(days=1)
 PAGE_SIZE = 2000
 
 Log = Callable[[str], None]
@@ -114,7 +117,8 @@ class ContactSource(dg.ConfigurableResource, ABC):
         """A cheap summary that changes whenever any Contact changes (sensors poll it).
 
         The number of contacts (deleted ones included, so a purge shows) and the latest
-        SystemModstamp (every edit and soft delete advances it).
+        SystemModstamp (every edit and soft delete advances it); from the API also the newest
+        hard delete.
         """
 
 
@@ -217,7 +221,7 @@ class SalesforceApiSource(ContactSource):
         settings = self._settings(ExtractSettings)
         fields = self.fields  # a mapping that cannot work fails before logging in
         client = self.connect(log, warn)
-        result = extract_contacts(client, connection, fields, settings, full_refresh, log)
+        result = extract_contacts(client, connection, fields, settings, full_refresh, log, warn)
         return result, client.usage
 
     def land_contacts(
@@ -237,13 +241,19 @@ class SalesforceApiSource(ContactSource):
         }
 
     def change_marker(self) -> str:
+        """Also the newest hard delete of the last day: the run a purge starts may come before
+        getDeleted reports it (it ignores seconds), and this part changes once it does."""
         client = self.connect()
         count = client.query_page("SELECT COUNT() FROM Contact", self.query_batch_size)
         latest = client.query_page(
             "SELECT SystemModstamp FROM Contact ORDER BY SystemModstamp DESC LIMIT 1",
             self.query_batch_size,
         )["records"]
-        return change_marker(count["totalSize"], latest[0]["SystemModstamp"] if latest else None)
+        now = client.clock()
+        deleted = client.deleted_contacts(now - DELETES_SEEN_BY_SENSOR, now)["deletedRecords"]
+        latest_delete = max((record["deletedDate"] for record in deleted), default="none")
+        marker = change_marker(count["totalSize"], latest[0]["SystemModstamp"] if latest else None)
+        return f"{marker}, latest delete {latest_delete}"
 
 
 # The login settings reach the run only through EnvVar, which keeps credentials out of the run

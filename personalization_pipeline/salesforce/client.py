@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -230,8 +231,10 @@ class SalesforceClient:
         sleep: Callable[[float], None] = time.sleep,
         log: Callable[[str], None] = lambda message: None,
         warn: Callable[[str], None] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.auth = auth
+        self.clock = clock  # where "now" ends a getDeleted window; tests use the org's clock
         self.retry = retry or RetryPolicy()
         self._session = session
         self._sleep = sleep
@@ -331,14 +334,22 @@ class SalesforceClient:
 
     # -- the calls the extractor makes --
     def describe_contact(self) -> dict[str, Any]:
-        def describe(sf: Salesforce) -> dict[str, Any]:
+        return self._contact_call("Contact describe", lambda contact: contact.describe())
+
+    def deleted_contacts(self, start: datetime, end: datetime) -> dict[str, Any]:
+        """getDeleted: {"deletedRecords": [{"id", "deletedDate"}], "earliestDateAvailable",
+        "latestDateCovered"}. `start` and `end` must be timezone-aware."""
+        return self._contact_call("Contact getDeleted", lambda contact: contact.deleted(start, end))
+
+    def _contact_call(self, what: str, operation: Callable[[Any], T]) -> T:
+        def on_contact(sf: Salesforce) -> T:
             contact = sf.Contact
-            result = contact.describe()
+            result = operation(contact)
             # SFType keeps the usage it saw on itself, not on the client.
             self._note_usage(contact)
             return result
 
-        return self.call("Contact describe", describe)
+        return self.call(what, on_contact)
 
     def query_page(self, soql: str, batch_size: int) -> dict[str, Any]:
         headers = {"Sforce-Query-Options": f"batchSize={batch_size}"}
