@@ -430,6 +430,7 @@ class SalesforceOrg:
         self.bulk_failures: list[tuple[str, str | None]] = []  # (outcome, errorMessage) per job
         self.requests: list[tuple[str, str, str]] = []  # (method, original host, path)
         self.clock_offset = timedelta(0)
+        self.deleted_id_limit = 600_000  # getDeleted refuses larger answers (EXCEEDED_ID_LIMIT)
         # getDeleted's log: id -> deletedDate; and the newest deletedDate purged from it.
         self.delete_log: dict[str, datetime] = {}
         # As for an org that has run longer than the retention without a purge.
@@ -999,7 +1000,17 @@ class Handler(BaseHTTPRequestHandler):
                 400,
                 error_body("INVALID_REPLICATION_DATE", "startDate cannot be more than 30 days ago"),
             )
-        raise _Reply(200, org.deleted_between(start, end))
+        answer = org.deleted_between(start, end)
+        if len(answer["deletedRecords"]) > org.deleted_id_limit:
+            raise _Reply(
+                400,
+                error_body(
+                    "EXCEEDED_ID_LIMIT",
+                    f"More than {org.deleted_id_limit} ids were found; choose start and end "
+                    "dates that are closer together",
+                ),
+            )
+        raise _Reply(200, answer)
 
     def _parse(self, soql: str) -> Query:
         try:

@@ -348,9 +348,10 @@ def _read_deletes(
         try:
             answer = client.deleted_contacts(start.replace(tzinfo=UTC), now)
         except SalesforceQueryError as error:
-            if error.code != "INVALID_REPLICATION_DATE":
+            # Too far back, or more than 600,000 deletes since (a mass delete).
+            if error.code not in ("INVALID_REPLICATION_DATE", "EXCEEDED_ID_LIMIT"):
                 raise
-            gap = f"Salesforce no longer answers getDeleted from {start} UTC ({error})"
+            gap = f"Salesforce refused getDeleted from {start} UTC ({error})"
         else:
             earliest = rest_datetime(answer["earliestDateAvailable"])
             if earliest <= start:
