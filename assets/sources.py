@@ -56,7 +56,9 @@ def salesforce_contacts(
         source = salesforce.describe()
         context.log.info(f"Reading contacts from {source}")
         with warehouse.connect() as connection:
-            landed = salesforce.land_contacts(connection, config.full_refresh, context.log.info)
+            landed = salesforce.land_contacts(
+                connection, config.full_refresh, context.log.info, context.log.warning
+            )
             metadata = table_metadata(connection, "raw.salesforce_contact")
             counts = contact_counts(connection)
     if landed.get("stopped_early", "no") != "no":

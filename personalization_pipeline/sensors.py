@@ -1,7 +1,8 @@
 """Sensors: start the profile path only when a source changed, or when its last run failed;
 drain the event streams when enough events wait or some have waited long enough.
 
-Each evaluation is cheap (a COUNT and a one-row query against Salesforce; a stat and, only when
+Each evaluation is cheap (a COUNT, a one-row query and getDeleted for the last day against
+Salesforce; a stat and, only when
 that moved, a hash of the enrichment file) and never opens the DuckDB warehouse, which belongs
 to runs. A source that cannot be asked fails the tick with the reason, and the cursor stays put,
 so the change is still seen on the next tick. The cursor advances when a run is requested; if

@@ -7,9 +7,10 @@ the JSON error arrays. Unmodified simple-salesforce reaches it through `local_se
 requests.Session whose transport adapter sends every https:// request (login.salesforce.com,
 test.salesforce.com, a My Domain, the instance) to http://127.0.0.1:PORT.
 
-Tests drive the org through `SalesforceServer`: insert/update/delete contacts, commit a record
-late (with a SystemModstamp older than records already visible), expire sessions, set the API
-usage counter and inject 401/403/500 faults or dropped connections for the next N calls.
+Tests drive the org through `SalesforceServer`: insert/update/delete/purge contacts, commit a
+record late (with a SystemModstamp older than records already visible), move the org's clock,
+purge the delete log that getDeleted reads, expire sessions, set the API usage counter, fail Bulk
+jobs and inject 401/403/500 faults or dropped connections for the next N calls.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 from xml.dom import minidom
 
@@ -104,6 +105,16 @@ def now_ms() -> datetime:
     """Salesforce keeps datetimes at millisecond precision."""
     moment = datetime.now(UTC)
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def to_minute(value: datetime) -> datetime:
+    """getDeleted ignores seconds, and answers in whole minutes."""
+    return value.replace(second=0, microsecond=0)
+
+
+# getDeleted: a window may start at most 30 days back; the delete log keeps 15 days.
+REPLICATION_WINDOW = timedelta(days=30)
+DELETE_LOG_RETENTION = timedelta(days=15)
 
 
 # --- SOQL ------------------------------------------------------------------------------------
@@ -398,6 +409,7 @@ class BulkJob:
     api_version: str
     polls_left: int
     state: str = "UploadComplete"
+    outcome: str = "JobComplete"  # the state it ends in: JobComplete, Failed or Aborted
     error_message: str | None = None
 
 
@@ -415,8 +427,14 @@ class SalesforceOrg:
         self.cursors: dict[str, QueryCursor] = {}
         self.jobs: dict[str, BulkJob] = {}
         self.bulk_polls_before_complete = 1
-        self.bulk_fail_next_job: str | None = None
+        self.bulk_failures: list[tuple[str, str | None]] = []  # (outcome, errorMessage) per job
         self.requests: list[tuple[str, str, str]] = []  # (method, original host, path)
+        self.clock_offset = timedelta(0)
+        self.deleted_id_limit = 600_000  # getDeleted refuses larger answers (EXCEEDED_ID_LIMIT)
+        # getDeleted's log: id -> deletedDate; and the newest deletedDate purged from it.
+        self.delete_log: dict[str, datetime] = {}
+        # As for an org that has run longer than the retention without a purge.
+        self.delete_log_purged_through = self.now() - DELETE_LOG_RETENTION
         self.logins: list[str] = []  # flow names, in order
         self._numbers = itertools.count(1)
 
@@ -428,7 +446,7 @@ class SalesforceOrg:
             raise ValueError(f"not writable on this test org: {sorted(unknown)}")
         with self.lock:
             record_id = salesforce_id("003", next(self._numbers))
-            stamp = modstamp or now_ms()
+            stamp = modstamp or self.now()
             record = dict.fromkeys(FIELD_TYPES)
             record.update(
                 Id=record_id,
@@ -468,19 +486,73 @@ class SalesforceOrg:
             record = self.contacts[record_id]
             record.update(values)
             record["Name"] = " ".join(p for p in (record["FirstName"], record["LastName"]) if p)
-            record["LastModifiedDate"] = record["SystemModstamp"] = modstamp or now_ms()
+            record["LastModifiedDate"] = record["SystemModstamp"] = modstamp or self.now()
 
     def delete(self, record_id: str) -> None:
-        """Soft delete: the row moves to the Recycle Bin and stays visible to queryAll."""
+        """Soft delete: the row moves to the Recycle Bin and stays visible to queryAll; the
+        delete log records it with the new SystemModstamp as deletedDate."""
         with self.lock:
             record = self.contacts[record_id]
             record["IsDeleted"] = True
-            record["SystemModstamp"] = now_ms()
+            record["SystemModstamp"] = self.delete_log[record_id] = self.now()
+
+    def undelete(self, record_id: str) -> None:
+        """Restore from the Recycle Bin. The delete log keeps its entry here, the case a reader
+        of getDeleted must survive."""
+        with self.lock:
+            record = self.contacts[record_id]
+            record["IsDeleted"] = False
+            record["SystemModstamp"] = self.now()
 
     def purge(self, record_id: str) -> None:
-        """Hard delete / Recycle Bin purge: the row disappears even from queryAll."""
+        """Hard delete, or a Recycle Bin purge: the row disappears even from queryAll. A live
+        record's hard delete enters the delete log now; a purged soft delete is already there."""
         with self.lock:
             del self.contacts[record_id]
+            self.delete_log.setdefault(record_id, self.now())
+
+    # -- time --
+    def now(self) -> datetime:
+        return now_ms() + self.clock_offset
+
+    def advance(self, **delta: float) -> None:
+        """Move the org's clock forward (timedelta keywords), as if that much time passed."""
+        with self.lock:
+            self.clock_offset += timedelta(**delta)
+
+    def advance_to_next_minute(self) -> None:
+        """Move the clock just past the next whole minute: a test then has most of a minute
+        before what getDeleted covers (whole minutes only) moves on."""
+        with self.lock:
+            now = self.now()
+            self.clock_offset += to_minute(now) + timedelta(minutes=1, milliseconds=100) - now
+
+    def purge_delete_log(self) -> None:
+        """What Salesforce's background job does to a delete log past its size limit: drop
+        every entry, so getDeleted's earliestDateAvailable moves up to now."""
+        with self.lock:
+            self.delete_log.clear()
+            self.delete_log_purged_through = self.now()
+
+    def deleted_between(self, start: datetime, end: datetime) -> dict[str, Any]:
+        """getDeleted: ids deleted in [start, end), whole minutes, after the 15-day retention."""
+        with self.lock:
+            now = self.now()
+            expired = {i: d for i, d in self.delete_log.items() if d < now - DELETE_LOG_RETENTION}
+            for record_id, deleted in expired.items():
+                del self.delete_log[record_id]
+                self.delete_log_purged_through = max(self.delete_log_purged_through, deleted)
+            covered = min(to_minute(end), to_minute(now))
+            records = sorted(
+                (d, i) for i, d in self.delete_log.items() if to_minute(start) <= d < covered
+            )
+            # The minute after the newest purged entry: from there on the log is complete.
+            earliest = to_minute(self.delete_log_purged_through) + timedelta(minutes=1)
+            return {
+                "deletedRecords": [{"id": i, "deletedDate": rest_datetime(d)} for d, i in records],
+                "earliestDateAvailable": rest_datetime(earliest),
+                "latestDateCovered": rest_datetime(covered),
+            }
 
     # -- faults and limits --
     def inject(
@@ -494,6 +566,17 @@ class SalesforceOrg:
             raise ValueError(kind)
         with self.lock:
             self.faults.append(Fault(kind, times, after, path_contains))
+
+    def fail_bulk_jobs(
+        self,
+        times: int = 1,
+        state: str = "Failed",
+        message: str = "InternalServerError : Retry the request. If the issue persists, contact "
+        "Salesforce Customer Support.",
+    ) -> None:
+        """The next `times` Bulk 2.0 jobs end Failed (with `message`) or Aborted, not complete."""
+        with self.lock:
+            self.bulk_failures.extend([(state, message if state == "Failed" else None)] * times)
 
     def expire_sessions(self) -> None:
         with self.lock:
@@ -858,6 +941,8 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self, method: str, version: str, rest: str) -> None:
         if method == "GET" and rest == "sobjects/Contact/describe":
             raise _Reply(200, contact_describe(version))
+        if method == "GET" and rest == "sobjects/Contact/deleted":
+            self._deleted()
         if method == "GET" and rest in ("query", "queryAll"):
             self._query(version, include_deleted=rest == "queryAll")
         if method == "GET" and (m := re.fullmatch(r"(?:query|queryAll)/(01g[\w-]+)", rest)):
@@ -889,6 +974,43 @@ class Handler(BaseHTTPRequestHandler):
         raise _Reply(
             404, [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]
         )
+
+    def _deleted(self) -> None:
+        org = self.server.org
+        try:
+            start, end = (
+                datetime.fromisoformat(self.query_params[name][0]).astimezone(UTC)
+                for name in ("start", "end")
+            )
+        except (KeyError, ValueError):
+            raise _Reply(
+                400, error_body("INVALID_REPLICATION_DATE", "start and end must be dateTimes")
+            ) from None
+        if to_minute(end) - to_minute(start) < timedelta(minutes=1):
+            # Salesforce's own wording, start and end swapped as in the original.
+            raise _Reply(
+                400,
+                error_body(
+                    "INVALID_REPLICATION_DATE",
+                    "startDate must be at least one minute greater than endDate",
+                ),
+            )
+        if start < org.now() - REPLICATION_WINDOW:
+            raise _Reply(
+                400,
+                error_body("INVALID_REPLICATION_DATE", "startDate cannot be more than 30 days ago"),
+            )
+        answer = org.deleted_between(start, end)
+        if len(answer["deletedRecords"]) > org.deleted_id_limit:
+            raise _Reply(
+                400,
+                error_body(
+                    "EXCEEDED_ID_LIMIT",
+                    f"More than {org.deleted_id_limit} ids were found; choose start and end "
+                    "dates that are closer together",
+                ),
+            )
+        raise _Reply(200, answer)
 
     def _parse(self, soql: str) -> Query:
         try:
@@ -977,12 +1099,12 @@ class Handler(BaseHTTPRequestHandler):
                 soql=query.soql,
                 fields=query.fields,
                 rows=rows,
-                created=now_ms(),
+                created=org.now(),
                 api_version=version,
                 polls_left=org.bulk_polls_before_complete,
             )
-            if org.bulk_fail_next_job is not None:
-                job.error_message, org.bulk_fail_next_job = org.bulk_fail_next_job, None
+            if org.bulk_failures:
+                job.outcome, job.error_message = org.bulk_failures.pop(0)
             org.jobs[job.id] = job
         raise _Reply(200, job_info(job))
 
@@ -992,7 +1114,7 @@ class Handler(BaseHTTPRequestHandler):
                 job.polls_left -= 1
                 job.state = "InProgress"
             else:
-                job.state = "Failed" if job.error_message else "JobComplete"
+                job.state = job.outcome
         raise _Reply(200, job_info(job))
 
     def _bulk_results(self, job: BulkJob, version: str) -> None:
@@ -1226,6 +1348,9 @@ class LocalSalesforceHTTPServer(ThreadingHTTPServer):
 class SalesforceServer:
     """A running local org: `with SalesforceServer() as sf_server: ...`."""
 
+    # By port, so a resource that knows only the port can read the org's clock.
+    running: ClassVar[dict[int, SalesforceServer]] = {}
+
     def __init__(self, credentials: Credentials | None = None, api_limit: int = 100_000) -> None:
         self.org = SalesforceOrg(credentials, api_limit)
         self._http = LocalSalesforceHTTPServer(self.org)
@@ -1239,9 +1364,11 @@ class SalesforceServer:
 
     def __enter__(self) -> SalesforceServer:
         self._thread.start()
+        SalesforceServer.running[self.port] = self
         return self
 
     def __exit__(self, *exc: object) -> None:
+        SalesforceServer.running.pop(self.port, None)
         self._http.shutdown()
         self._http.server_close()
         self._thread.join(5)
@@ -1297,5 +1424,6 @@ def generate_jwt_keypair() -> tuple[bytes, bytes]:
 
 
 def minutes_ago(minutes: float) -> datetime:
-    """A SystemModstamp `minutes` in the past, for records committed late."""
+    """A SystemModstamp `minutes` in the past (on an org whose clock was not moved), for records
+    committed late."""
     return now_ms() - timedelta(minutes=minutes)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import dagster as dg
 import requests
 
 from assets.sources import salesforce_contacts
 from personalization_pipeline.resources.salesforce import SalesforceApiSource
 from personalization_pipeline.resources.warehouse import WarehouseResource
-from tests.salesforce_server import local_session
+from personalization_pipeline.salesforce.client import SalesforceClient
+from tests.salesforce_server import SalesforceServer, local_session
 
 
 class LocalSalesforceSource(SalesforceApiSource):
@@ -18,6 +21,12 @@ class LocalSalesforceSource(SalesforceApiSource):
 
     def requests_session(self) -> requests.Session | None:
         return local_session(self.port)
+
+    def connect(self, *args, **kwargs) -> SalesforceClient:
+        client = super().connect(*args, **kwargs)
+        # The org's clock, which tests move forward instead of waiting.
+        client.clock = SalesforceServer.running[self.port].org.now
+        return client
 
 
 def local_source(server, **settings) -> LocalSalesforceSource:
@@ -34,7 +43,7 @@ def local_source(server, **settings) -> LocalSalesforceSource:
     )
 
 
-def materialize(server, tmp_path, full_refresh=False, **settings):
+def materialize(server, tmp_path, full_refresh=False, instance=None, **settings):
     source = local_source(server, **settings)
     result = dg.materialize(
         [salesforce_contacts],
@@ -43,6 +52,7 @@ def materialize(server, tmp_path, full_refresh=False, **settings):
             "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb")),
         },
         run_config={"ops": {"salesforce_contacts": {"config": {"full_refresh": full_refresh}}}},
+        instance=instance,
         raise_on_error=False,
     )
     return result
@@ -108,3 +118,39 @@ def test_one_field_for_two_columns_fails_naming_both_without_retries(salesforce_
     assert "Contact field Email is mapped to two columns, user_id and email" in message
     assert "SALESFORCE_USER_ID_FIELD or SALESFORCE_EMAIL_FIELD" in message
     assert salesforce_server.org.logins == [], "refused before logging in, and no run retry"
+
+
+def warnings_logged(instance: dg.DagsterInstance, result) -> list[str]:
+    return [
+        entry.user_message
+        for entry in instance.all_logs(result.run_id)
+        if entry.level == logging.WARNING
+    ]
+
+
+def test_session_login_warns_at_run_start(salesforce_server, tmp_path):
+    salesforce_server.org.insert_many(2)
+    session_login = {
+        "instance_url": salesforce_server.instance_url,
+        "session_id": salesforce_server.session_id(),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(salesforce_server, tmp_path, instance=instance, **session_login)
+    assert metadata(result)["rows_inserted"] == 2
+    warnings = warnings_logged(instance, result)
+    assert any("not for unattended sensors and schedules" in text for text in warnings), warnings
+
+
+def test_a_hard_delete_gap_warns_and_refreshes_everything(salesforce_server, tmp_path):
+    org = salesforce_server.org
+    gone, *_ = org.insert_many(10)
+    assert materialize(salesforce_server, tmp_path).success
+    org.purge(gone)
+    org.purge_delete_log()
+    org.advance(minutes=2)
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(salesforce_server, tmp_path, instance=instance)
+    meta = metadata(result)
+    assert meta["hard_deletes_gap"].startswith("Salesforce's delete log now starts at")
+    assert (meta["full_refresh"], meta["rows_marked_deleted"]) == (True, 1)
+    assert meta["hard_deletes_gap"] in warnings_logged(instance, result)

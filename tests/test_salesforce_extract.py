@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import duckdb
 import pytest
 
 from personalization_pipeline.resources.salesforce import SalesforceApiSource
 from personalization_pipeline.salesforce.client import (
+    BulkJobFailed,
     RetryPolicy,
     SalesforceAuth,
     SalesforceClient,
@@ -14,12 +17,14 @@ from personalization_pipeline.salesforce.client import (
     SalesforceQueryError,
 )
 from personalization_pipeline.salesforce.extract import (
+    DELETED_CURSOR_NAME,
     DeleteGuardError,
     ExtractSettings,
     extract_contacts,
+    read_cursor,
 )
 from personalization_pipeline.salesforce.mapping import FieldMappingError
-from tests.salesforce_server import SalesforceServer, minutes_ago
+from tests.salesforce_server import SalesforceServer, minutes_ago, to_minute
 
 FIELDS = SalesforceApiSource().fields
 FAST = RetryPolicy(max_attempts=4, base_seconds=0.001, max_seconds=0.01)
@@ -41,7 +46,9 @@ def warehouse(tmp_path):
 
 
 def run(server, warehouse, auth=None, settings=SETTINGS, **kwargs):
-    client = SalesforceClient(auth or password_auth(server), retry=FAST, session=server.session())
+    client = SalesforceClient(
+        auth or password_auth(server), retry=FAST, session=server.session(), clock=server.org.now
+    )
     return extract_contacts(client, warehouse, FIELDS, settings, **kwargs), client
 
 
@@ -92,11 +99,126 @@ def test_full_refresh_marks_contacts_salesforce_no_longer_returns(salesforce_ser
     keep, gone, *_ = org.insert_many(10)
     run(salesforce_server, warehouse)
     org.purge(gone)  # hard delete: invisible even to queryAll
-    run(salesforce_server, warehouse)
-    assert contacts(warehouse)[gone][3] is False, "an incremental run cannot see a purge"
     result, _ = run(salesforce_server, warehouse, full_refresh=True)
     assert result.full_refresh and result.marked_deleted == 1
     assert contacts(warehouse)[gone][3] is True and contacts(warehouse)[keep][3] is False
+
+
+def deleted_cursor(warehouse):
+    return read_cursor(warehouse, DELETED_CURSOR_NAME)
+
+
+def test_hard_deletes_are_read_incrementally_from_the_delete_log(salesforce_server, warehouse):
+    org = salesforce_server.org
+    gone, binned, kept, *_ = org.insert_many(10)
+    first, _ = run(salesforce_server, warehouse)
+    # A first load reads every contact there is; deletes are read from its start (less the
+    # lookback) on.
+    assert first.deleted_cursor_after == deleted_cursor(warehouse)
+    assert first.deleted_cursor_after < first.cursor_after
+
+    org.purge(gone)  # a hard delete of a live contact
+    org.delete(binned)
+    org.purge(binned)  # deleted, then the Recycle Bin emptied, between two runs
+    org.advance(minutes=2)  # getDeleted reports whole minutes that have passed
+    second, _ = run(salesforce_server, warehouse)
+    assert (second.full_refresh, second.hard_deletes_gap) == (False, None)
+    assert (second.marked_deleted, second.inserted, second.updated) == (2, 0, 0)
+    landed = contacts(warehouse)
+    assert landed[gone][3] is True and landed[binned][3] is True and landed[kept][3] is False
+    # The next window starts where Salesforce's answer said it covered, a whole minute.
+    covered = to_minute(org.now()).replace(tzinfo=None)
+    assert second.deleted_cursor_after == deleted_cursor(warehouse) == covered
+    assert second.metadata()["deleted_cursor_after"] == str(covered)
+
+    org.advance(minutes=2)
+    third, _ = run(salesforce_server, warehouse)
+    assert third.marked_deleted == 0 and third.deleted_cursor_after > covered
+
+
+def test_soft_deletes_and_undeletes_agree_between_the_two_reads(salesforce_server, warehouse):
+    org = salesforce_server.org
+    deleted, restored, _ = org.insert_many(3)
+    run(salesforce_server, warehouse)
+    org.delete(deleted)
+    org.delete(restored)
+    org.advance(minutes=1)
+    org.undelete(restored)  # the delete log may still list it, with its older date
+    org.advance(minutes=2)
+    result, _ = run(salesforce_server, warehouse)
+    # queryAll brings both as updates; getDeleted then finds the one delete already marked.
+    assert (result.updated, result.marked_deleted) == (2, 1)
+    landed = contacts(warehouse)
+    assert landed[deleted][3] is True and landed[restored][3] is False
+
+
+@pytest.mark.parametrize(
+    "lose_the_log, gap",
+    [
+        (lambda org, warehouse: org.purge_delete_log(), "Salesforce's delete log now starts at"),
+        (lambda org, warehouse: org.advance(days=31), "Salesforce refused getDeleted from"),
+        (
+            lambda org, warehouse: setattr(org, "deleted_id_limit", 0),
+            "Salesforce refused getDeleted from",
+        ),
+        (
+            lambda org, warehouse: warehouse.execute(
+                "DELETE FROM salesforce_state.cursor WHERE name = ?", [DELETED_CURSOR_NAME]
+            ),
+            "hard deletes have never been read into this warehouse",
+        ),
+    ],
+    ids=[
+        "delete log purged",
+        "past the 30-day window",
+        "too many deletes",
+        "warehouse from before",
+    ],
+)
+def test_when_salesforce_cannot_vouch_for_deletes_the_run_is_a_full_refresh_and_says_so(
+    salesforce_server, warehouse, lose_the_log, gap
+):
+    org = salesforce_server.org
+    gone, *_ = org.insert_many(10)
+    run(salesforce_server, warehouse)
+    org.purge(gone)
+    lose_the_log(org, warehouse)
+    org.advance(minutes=2)
+    warnings = []
+    result, _ = run(salesforce_server, warehouse, warn=warnings.append)
+    assert result.hard_deletes_gap.startswith(gap), result.hard_deletes_gap
+    assert result.hard_deletes_gap.endswith(
+        "so contacts hard-deleted in between may be missing: this run is a full refresh, which "
+        "marks every contact Salesforce no longer returns deleted"
+    )
+    assert warnings == [result.hard_deletes_gap]
+    assert result.metadata()["hard_deletes_gap"] == result.hard_deletes_gap
+    assert result.full_refresh and result.marked_deleted == 1 and contacts(warehouse)[gone][3]
+    # Deletes are read again from the refresh's start less the lookback, or from where the
+    # purged log is whole again if that is later.
+    restart = deleted_cursor(warehouse)
+    assert result.deleted_cursor_after == restart
+    assert timedelta(0) < org.now().replace(tzinfo=None) - restart < timedelta(minutes=11)
+
+    org.advance(minutes=3)
+    org.deleted_id_limit = 600_000  # the mass delete, if any, is behind us
+    after, _ = run(salesforce_server, warehouse, warn=warnings.append)
+    assert (after.full_refresh, after.hard_deletes_gap, len(warnings)) == (False, None, 1)
+
+
+def test_a_refused_refresh_leaves_the_gap_to_the_next_run(salesforce_server, warehouse):
+    org = salesforce_server.org
+    ids = org.insert_many(4)
+    run(salesforce_server, warehouse)
+    org.purge(ids[0])
+    org.purge_delete_log()
+    org.advance(minutes=2)
+    with pytest.raises(DeleteGuardError):
+        run(salesforce_server, warehouse)  # 1 of 4 is more than the 20% a refresh may delete
+    org.advance(minutes=2)
+    allowed = ExtractSettings(bulk_poll_seconds=0, max_delete_fraction=1)
+    result, _ = run(salesforce_server, warehouse, settings=allowed)
+    assert result.hard_deletes_gap and result.full_refresh and result.marked_deleted == 1
 
 
 def test_full_refresh_that_sees_too_few_contacts_marks_none_deleted(salesforce_server, warehouse):
@@ -125,8 +247,9 @@ def test_full_refresh_that_sees_too_few_contacts_marks_none_deleted(salesforce_s
 
 def test_full_refresh_of_an_empty_org_is_refused(salesforce_server, warehouse):
     org = salesforce_server.org
-    for contact in org.insert_many(3):
-        run(salesforce_server, warehouse)
+    ids = org.insert_many(3)
+    run(salesforce_server, warehouse)
+    for contact in ids:
         org.purge(contact)
     with pytest.raises(DeleteGuardError, match="read 0 contacts and would mark 3 of the 3 live"):
         run(salesforce_server, warehouse, full_refresh=True)
@@ -164,6 +287,64 @@ def test_bulk_path_above_the_threshold(salesforce_server, warehouse):
             0
         ]
     )
+
+
+def bulk_client(server, sleeps):
+    return SalesforceClient(
+        password_auth(server), retry=FAST, session=server.session(), sleep=sleeps.append
+    )
+
+
+def test_a_failed_or_aborted_bulk_job_is_created_again_within_the_run(salesforce_server, warehouse):
+    org = salesforce_server.org
+    org.insert_many(300)
+    org.fail_bulk_jobs(1, state="Failed")
+    org.fail_bulk_jobs(1, state="Aborted")
+    sleeps = []
+    settings = ExtractSettings(bulk_threshold=100, bulk_poll_seconds=0)
+    result = extract_contacts(bulk_client(salesforce_server, sleeps), warehouse, FIELDS, settings)
+    assert (result.mode, result.rows_fetched, len(contacts(warehouse))) == ("bulk", 300, 300)
+    assert len(org.jobs) == 3, "two jobs failed, the third completed"
+    backoff = [s for s in sleeps if s > 0]  # polls wait 0 here; the retry policy's delays do not
+    assert len(backoff) == 2 and 0.00075 <= backoff[0] <= 0.00125 <= backoff[1] <= 0.0025
+
+
+def test_bulk_jobs_failing_on_every_attempt_end_the_run_naming_the_setting(
+    salesforce_server, warehouse
+):
+    org = salesforce_server.org
+    org.insert_many(300)
+    org.fail_bulk_jobs(FAST.max_attempts, message="QUERY_TIMEOUT: Your query ran too long")
+    settings = ExtractSettings(bulk_threshold=100, bulk_poll_seconds=0)
+    with pytest.raises(BulkJobFailed) as failed:
+        extract_contacts(bulk_client(salesforce_server, []), warehouse, FIELDS, settings)
+    assert "ended Failed (QUERY_TIMEOUT: Your query ran too long); 4 job(s) in a row failed" in str(
+        failed.value
+    )
+    assert "SALESFORCE_MAX_ATTEMPTS=4" in str(failed.value) and len(org.jobs) == 4
+
+
+def test_bulk_polling_starts_fast_and_backs_off_to_the_configured_wait(
+    salesforce_server, warehouse
+):
+    org = salesforce_server.org
+    org.insert_many(300)
+    org.bulk_polls_before_complete = 4  # the job reports InProgress four times
+    sleeps = []
+    settings = ExtractSettings(bulk_threshold=100, bulk_poll_seconds=1.5)
+    extract_contacts(bulk_client(salesforce_server, sleeps), warehouse, FIELDS, settings)
+    assert sleeps == [0.25, 0.5, 1.0, 1.5, 1.5]
+
+
+def test_a_bulk_job_that_never_finishes_ends_the_run(salesforce_server, warehouse):
+    org = salesforce_server.org
+    org.insert_many(300)
+    org.bulk_polls_before_complete = 10**6
+    client = bulk_client(salesforce_server, [])
+    client.bulk_job_timeout_seconds = 0
+    settings = ExtractSettings(bulk_threshold=100, bulk_poll_seconds=0)
+    with pytest.raises(BulkJobFailed, match=r"is still InProgress after 0s"):
+        extract_contacts(client, warehouse, FIELDS, settings)
 
 
 def test_expired_session_mid_run_logs_in_again(salesforce_server, warehouse):
@@ -328,10 +509,46 @@ def test_client_credentials_needs_a_my_domain(salesforce_server):
         SalesforceClient(auth, retry=FAST, session=salesforce_server.session())
 
 
-def test_an_expired_session_id_cannot_be_renewed(salesforce_server, warehouse):
-    auth = SalesforceAuth(
-        instance_url=salesforce_server.instance_url, session_id=salesforce_server.session_id()
+def session_auth(server: SalesforceServer, session_id: str | None = None) -> SalesforceAuth:
+    return SalesforceAuth(
+        instance_url=server.instance_url, session_id=session_id or server.session_id()
     )
-    salesforce_server.org.expire_sessions()
-    with pytest.raises(SalesforceConfigError, match="SALESFORCE_SESSION_ID has expired"):
-        run(salesforce_server, warehouse, auth=auth)
+
+
+def test_a_session_id_refused_at_once_is_told_apart_from_one_that_expired_mid_run(
+    salesforce_server, warehouse
+):
+    org = salesforce_server.org
+    org.insert_many(2500)
+    never_valid = session_auth(salesforce_server, "00DHs000001LoCa!AQmistyped")
+    with pytest.raises(SalesforceConfigError) as refused:
+        run(salesforce_server, warehouse, auth=never_valid)
+    assert str(refused.value).startswith(
+        "acme.my.salesforce.com refused SALESFORCE_SESSION_ID on the first call (Contact "
+        "describe): the session id is mistyped, expired before this run, or belongs to another"
+    )
+    assert "expired during this run" not in str(refused.value)
+
+    org.inject("expired_session", after=2)  # describe and count work, then the session dies
+    with pytest.raises(SalesforceConfigError) as expired:
+        run(salesforce_server, warehouse, auth=session_auth(salesforce_server))
+    assert str(expired.value).startswith(
+        "SALESFORCE_SESSION_ID expired during this run (query on acme.my.salesforce.com was "
+        "refused after earlier calls worked), and a session id cannot be renewed"
+    )
+    assert "00DHs000001LoCa!AQmistyped" not in str(refused.value) + str(expired.value)
+
+
+def test_session_login_warns_that_it_is_not_for_unattended_runs(salesforce_server):
+    warnings, infos = [], []
+    SalesforceClient(
+        session_auth(salesforce_server),
+        session=salesforce_server.session(),
+        log=infos.append,
+        warn=warnings.append,
+    )
+    assert len(warnings) == 1 and "not for unattended sensors and schedules" in warnings[0]
+    SalesforceClient(
+        password_auth(salesforce_server), session=salesforce_server.session(), warn=warnings.append
+    )
+    assert len(warnings) == 1, "login flows renew themselves: no warning"

@@ -7,6 +7,7 @@ import io
 import json
 import re
 from collections import OrderedDict
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,12 @@ from simple_salesforce.exceptions import (
     SalesforceRefusedRequest,
 )
 
-from tests.salesforce_server import SalesforceServer, minutes_ago
+from tests.salesforce_server import (
+    SalesforceServer,
+    minutes_ago,
+    rest_datetime,
+    to_minute,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "salesforce"
 FIELDS = "Id, Email, SystemModstamp, IsDeleted"
@@ -166,6 +172,64 @@ def test_responses_have_recorded_shapes(salesforce_server, api) -> None:
         org.inject(kind)
         assert_recorded(session.get(f"{base}/query", params={"q": "SELECT Id FROM Contact"}), name)
         session.headers["Authorization"] = f"Bearer {salesforce_server.session_id()}"
+
+
+def test_get_deleted_reads_the_delete_log_in_whole_minutes(salesforce_server, api) -> None:
+    session, base = api
+    org = salesforce_server.org
+    soft, hard, kept = org.insert_many(3)
+    sf = Salesforce(
+        instance_url=salesforce_server.instance_url,
+        session_id=salesforce_server.session_id(),
+        session=salesforce_server.session(),
+    )
+    start = org.now() - timedelta(minutes=5)
+    org.delete(soft)
+    org.purge(soft)  # emptying the Recycle Bin keeps the entry of the delete
+    org.purge(hard)  # a hard delete of a live record enters the log when it happens
+    deleted_at = org.delete_log[soft]
+    answer = sf.Contact.deleted(start, org.now())
+    # The current minute is not covered yet: seconds are ignored.
+    assert answer["deletedRecords"] == []
+    assert answer["latestDateCovered"] == rest_datetime(to_minute(org.now()))
+
+    org.advance(minutes=2)
+    response = session.get(
+        f"{base}/sobjects/Contact/deleted/",
+        params={"start": start.isoformat(), "end": org.now().isoformat()},
+    )
+    assert_recorded(response, "deleted.json")
+    body = response.json()
+    assert [r["id"] for r in body["deletedRecords"]] == [soft, hard]
+    assert body["deletedRecords"][0]["deletedDate"] == rest_datetime(deleted_at)
+    assert kept not in str(body)
+
+    short = session.get(
+        f"{base}/sobjects/Contact/deleted/",
+        params={"start": org.now().isoformat(), "end": org.now().isoformat()},
+    )
+    assert_recorded(short, "error_replication_date.json")
+    assert short.json() == fixture("error_replication_date.json")["body"]
+    with pytest.raises(SalesforceMalformedRequest, match="more than 30 days ago"):
+        sf.Contact.deleted(org.now() - timedelta(days=31), org.now())
+
+    org.purge_delete_log()
+    org.advance(minutes=2)
+    after = sf.Contact.deleted(start, org.now())
+    assert after["deletedRecords"] == [] and after["earliestDateAvailable"] > rest_datetime(start)
+
+
+@pytest.mark.parametrize("state", ["Failed", "Aborted"])
+def test_bulk_jobs_that_fail_or_are_aborted(salesforce_server, api, state) -> None:
+    session, base = api
+    salesforce_server.org.fail_bulk_jobs(1, state=state)
+    job = session.post(
+        f"{base}/jobs/query", json={"operation": "queryAll", "query": "SELECT Id FROM Contact"}
+    ).json()["id"]
+    assert session.get(f"{base}/jobs/query/{job}").json()["state"] == "InProgress"
+    assert_recorded(session.get(f"{base}/jobs/query/{job}"), f"bulk_job_{state.lower()}.json")
+    results = session.get(f"{base}/jobs/query/{job}/results")
+    assert results.status_code == 412 and results.json()[0]["errorCode"] == "JOB_NOT_COMPLETE"
 
 
 @pytest.mark.parametrize(

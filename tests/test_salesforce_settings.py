@@ -14,6 +14,7 @@ from personalization_pipeline.resources.salesforce import (
     SampleContactSource,
     contact_source_from_env,
 )
+from personalization_pipeline.salesforce.client import SalesforceAuth
 from personalization_pipeline.salesforce.extract import ExtractSettings
 from tests.conftest import REPO_ROOT
 
@@ -66,3 +67,29 @@ def test_max_delete_fraction_is_the_same_for_both_sources_and_comes_from_the_env
     assert contact_source_from_env().max_delete_fraction == 0.2
     monkeypatch.setenv("SALESFORCE_MAX_DELETE_FRACTION", "0.5")
     assert contact_source_from_env().max_delete_fraction == 0.5
+
+
+@pytest.mark.parametrize(
+    "settings, flow",
+    [
+        ({}, "incomplete"),
+        ({"password": "hunter2-secret", "security_token": "TOKEN-secret"}, "incomplete"),
+        ({"username": "integration@example.com", "consumer_secret": "cs-secret"}, "incomplete"),
+        ({"session_id": "00D!session-secret"}, "incomplete"),
+        (
+            {
+                "instance_url": "https://user:pw-secret@acme.my.salesforce.com",
+                "session_id": "s-secret",
+            },
+            "session",
+        ),
+        (
+            {"consumer_key": "ck", "consumer_secret": "cs-secret", "domain": "acme.my"},
+            "client_credentials",
+        ),
+    ],
+)
+def test_auth_repr_never_raises_and_never_shows_a_secret(settings, flow):
+    text = repr(SalesforceAuth(**settings))
+    assert text.startswith(f"SalesforceAuth(flow={flow!r}, who=")
+    assert "secret" not in text

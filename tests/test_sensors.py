@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 
 from assets.sources import income_enrichment, salesforce_contacts
@@ -23,7 +24,7 @@ from personalization_pipeline.sensors import (
     sensor_interval_seconds,
 )
 from tests.conftest import SAMPLE_DIR, free_port
-from tests.test_salesforce_asset import local_source
+from tests.test_salesforce_asset import local_source, materialize
 
 
 def instance_with_sources_loaded() -> dg.DagsterInstance:
@@ -176,6 +177,37 @@ def test_contacts_sensor_asks_the_salesforce_api(salesforce_server):
 
     org.inject("server_error", times=1)
     assert tick(salesforce_contacts_sensor, cursor, salesforce=source).run_requests == []
+
+
+def test_a_hard_delete_is_marked_by_the_runs_the_sensor_starts(salesforce_server, tmp_path):
+    org = salesforce_server.org
+    source = local_source(salesforce_server)
+    gone, *_ = org.insert_many(3)
+    first = tick(salesforce_contacts_sensor, None, salesforce=source)
+    assert materialize(salesforce_server, tmp_path).success
+
+    def landed_deleted() -> bool:
+        with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as warehouse:
+            return warehouse.execute(
+                "SELECT is_deleted FROM raw.salesforce_contact WHERE id = ?", [gone]
+            ).fetchone()[0]
+
+    org.advance_to_next_minute()
+    org.purge(gone)  # a hard delete: the count drops at once
+    second = tick(salesforce_contacts_sensor, first.cursor, salesforce=source)
+    assert len(second.run_requests) == 1
+    assert materialize(salesforce_server, tmp_path).success
+    # getDeleted ignores seconds, so the run started in the delete's minute cannot see it yet.
+    assert not landed_deleted()
+    assert tick(salesforce_contacts_sensor, second.cursor, salesforce=source).run_requests == []
+
+    org.advance(minutes=1)
+    # Once getDeleted reports it, the marker moves, and the run it starts marks the contact.
+    third = tick(salesforce_contacts_sensor, second.cursor, salesforce=source)
+    assert len(third.run_requests) == 1, third.skip_message
+    assert "latest delete" in third.cursor and third.cursor != second.cursor
+    assert materialize(salesforce_server, tmp_path).success
+    assert landed_deleted()
 
 
 def test_income_sensor_waits_for_a_file_still_being_written(income_csv: Path):

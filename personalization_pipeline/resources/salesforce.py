@@ -11,6 +11,7 @@ import dataclasses
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
+from datetime import timedelta
 from typing import TypeVar
 
 import dagster as dg
@@ -37,6 +38,8 @@ from personalization_pipeline.salesforce.mapping import SYSTEM_FIELDS
 from personalization_pipeline.warehouse.csv_files import csv_header
 
 DEFAULT_SAMPLE_CONTACTS_PATH = "data/sample/salesforce_contacts.csv"
+# How far back the sensor looks for hard deletes; much more than a tick, within getDeleted's reach.
+DELETES_SEEN_BY_SENSOR = timedelta(days=1)
 PAGE_SIZE = 2000
 
 Log = Callable[[str], None]
@@ -103,11 +106,11 @@ class ContactSource(dg.ConfigurableResource, ABC):
 
     @abstractmethod
     def land_contacts(
-        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log
+        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log, warn: Log
     ) -> dict[str, object]:
         """Bring raw.salesforce_contact up to date (deleted contacts kept with is_deleted).
 
-        Returns what was done, for Dagster metadata.
+        `warn` receives what an operator must act on. Returns what was done, for Dagster metadata.
         """
 
     @abstractmethod
@@ -115,7 +118,8 @@ class ContactSource(dg.ConfigurableResource, ABC):
         """A cheap summary that changes whenever any Contact changes (sensors poll it).
 
         The number of contacts (deleted ones included, so a purge shows) and the latest
-        SystemModstamp (every edit and soft delete advances it).
+        SystemModstamp (every edit and soft delete advances it); from the API also the newest
+        hard delete.
         """
 
 
@@ -128,7 +132,7 @@ class SampleContactSource(ContactSource):
         return f"Contact export {self.path} (no Salesforce credentials set)"
 
     def land_contacts(
-        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log
+        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log, warn: Log
     ) -> dict[str, object]:
         """An export is always complete, so every run is a full refresh."""
         result = land_export(connection, self.pages(), self.fields, self.max_delete_fraction)
@@ -197,24 +201,30 @@ class SalesforceApiSource(ContactSource):
         """Test seam only: tests return a session that reaches the local Salesforce server."""
         return None
 
-    def connect(self, log: Log = _quiet) -> SalesforceClient:
+    def connect(self, log: Log = _quiet, warn: Log = _quiet) -> SalesforceClient:
         retry = RetryPolicy(self.max_attempts, self.retry_base_seconds, self.retry_max_seconds)
-        return SalesforceClient(self.auth(), retry=retry, session=self.requests_session(), log=log)
+        return SalesforceClient(
+            self.auth(), retry=retry, session=self.requests_session(), log=log, warn=warn
+        )
 
     def extract(
-        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool = False, log: Log = _quiet
+        self,
+        connection: duckdb.DuckDBPyConnection,
+        full_refresh: bool = False,
+        log: Log = _quiet,
+        warn: Log = _quiet,
     ) -> tuple[ExtractResult, ApiUsage]:
         """Land new, changed and deleted contacts in raw.salesforce_contact (incremental)."""
         settings = self._settings(ExtractSettings)
         fields = self.fields  # a mapping that cannot work fails before logging in
-        client = self.connect(log)
-        result = extract_contacts(client, connection, fields, settings, full_refresh, log)
+        client = self.connect(log, warn)
+        result = extract_contacts(client, connection, fields, settings, full_refresh, log, warn)
         return result, client.usage
 
     def land_contacts(
-        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log
+        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log, warn: Log
     ) -> dict[str, object]:
-        result, usage = self.extract(connection, full_refresh, log)
+        result, usage = self.extract(connection, full_refresh, log, warn)
         log(
             f"{result.mode.upper()}: {result.summary()}; API calls {usage.calls}, "
             f"usage {usage.reported()}"
@@ -228,13 +238,19 @@ class SalesforceApiSource(ContactSource):
         }
 
     def change_marker(self) -> str:
+        """Also the newest hard delete of the last day: the run a purge starts may come before
+        getDeleted reports it (it ignores seconds), and this part changes once it does."""
         client = self.connect()
         count = client.query_page("SELECT COUNT() FROM Contact", self.query_batch_size)
         latest = client.query_page(
             "SELECT SystemModstamp FROM Contact ORDER BY SystemModstamp DESC LIMIT 1",
             self.query_batch_size,
         )["records"]
-        return change_marker(count["totalSize"], latest[0]["SystemModstamp"] if latest else None)
+        now = client.clock()
+        deleted = client.deleted_contacts(now - DELETES_SEEN_BY_SENSOR, now)["deletedRecords"]
+        latest_delete = max((record["deletedDate"] for record in deleted), default="none")
+        marker = change_marker(count["totalSize"], latest[0]["SystemModstamp"] if latest else None)
+        return f"{marker}, latest delete {latest_delete}"
 
 
 # The login settings reach the run only through EnvVar, which keeps credentials out of the run

@@ -11,7 +11,9 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from simple_salesforce import Salesforce
@@ -26,6 +28,13 @@ from simple_salesforce.exceptions import (
 from personalization_pipeline.errors import PermanentError
 
 T = TypeVar("T")
+
+SESSION_LOGIN_WARNING = (
+    "Logging in with SALESFORCE_INSTANCE_URL + SALESFORCE_SESSION_ID: this is for trying "
+    "things, not for unattended sensors and schedules. A session id cannot be renewed, so every "
+    "run fails once it expires (after the org's session timeout, 2 hours by default); configure "
+    "a login flow (username + password, OAuth, JWT) for unattended runs"
+)
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,12 @@ class SalesforceAuth:
     api_version: str = "59.0"
 
     def __repr__(self) -> str:
-        return f"SalesforceAuth(flow={self.flow!r}, who={self.who!r}, domain={self.domain!r})"
+        # Never raises, so incomplete credentials can still be logged and shown in tracebacks.
+        try:
+            flow, who = self.flow, self.who
+        except SalesforceConfigError:
+            flow, who = "incomplete", self.username
+        return f"SalesforceAuth(flow={flow!r}, who={who!r}, domain={self.domain!r})"
 
     @property
     def flow(self) -> str:
@@ -74,7 +88,8 @@ class SalesforceAuth:
     def who(self) -> str:
         """Who the run acts as, safe to log."""
         if self.flow == "session":
-            return str(self.instance_url)
+            # The host alone: a URL can carry a user and password.
+            return urlsplit(str(self.instance_url)).hostname or "the instance URL"
         if self.flow == "client_credentials":
             return f"connected app on {self.domain}.salesforce.com"
         return f"{self.username} via {self.domain}.salesforce.com"
@@ -196,8 +211,19 @@ def _error_code(error: SalesforceError) -> tuple[str, str]:
     return "", str(content)
 
 
+class BulkJobFailed(RuntimeError):
+    """A Bulk 2.0 job failed on every attempt, or never finished."""
+
+
+# A small job is done within a second; polls then back off towards SALESFORCE_BULK_POLL_SECONDS.
+BULK_FIRST_POLL_SECONDS = 0.25
+
+
 class SalesforceClient:
     """simple-salesforce plus the failure handling an unattended extract needs."""
+
+    # As simple-salesforce's own wait: a job still running after a day is not going to finish.
+    bulk_job_timeout_seconds: float = 24 * 3600
 
     def __init__(
         self,
@@ -206,13 +232,22 @@ class SalesforceClient:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         log: Callable[[str], None] = lambda message: None,
+        warn: Callable[[str], None] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.auth = auth
+        self.clock = clock  # where "now" ends a getDeleted window; tests use the org's clock
         self.retry = retry or RetryPolicy()
         self._session = session
         self._sleep = sleep
         self._log = log
+        self._warn = warn or log
         self.usage = ApiUsage()
+        # Whether Salesforce has answered a call yet: a session id refused on the first call
+        # was never valid here, one refused later expired during the run.
+        self._answered = False
+        if auth.flow == "session":
+            self._warn(SESSION_LOGIN_WARNING)
         self.sf = self._login()
 
     def _login(self) -> Salesforce:
@@ -225,16 +260,28 @@ class SalesforceClient:
             try:
                 return self._with_retries(lambda: operation(self.sf), what, soql=soql)
             except SalesforceExpiredSession:
-                if relogged or self.auth.flow == "session":
-                    if self.auth.flow == "session":
-                        raise SalesforceConfigError(
-                            "SALESFORCE_SESSION_ID has expired and a session id cannot be "
-                            "renewed: set a fresh one, or configure a login flow"
-                        ) from None
+                if self.auth.flow == "session":
+                    raise SalesforceConfigError(self._session_refused(what)) from None
+                if relogged:
                     raise
                 relogged = True
                 self._log(f"Salesforce session expired during {what}; logging in again")
                 self.sf = self._login()
+
+    def _session_refused(self, what: str) -> str:
+        host = self.auth.who
+        if self._answered:
+            return (
+                f"SALESFORCE_SESSION_ID expired during this run ({what} on {host} was refused "
+                "after earlier calls worked), and a session id cannot be renewed: set a fresh "
+                "one, or configure a login flow (username + password, OAuth, JWT) for unattended "
+                "runs"
+            )
+        return (
+            f"{host} refused SALESFORCE_SESSION_ID on the first call ({what}): the session id "
+            "is mistyped, expired before this run, or belongs to another org or instance. Copy a "
+            "fresh one for SALESFORCE_INSTANCE_URL's org, or configure a login flow"
+        )
 
     def _with_retries(
         self, operation: Callable[[], T], what: str, soql: str = "", count: bool = True
@@ -269,6 +316,7 @@ class SalesforceClient:
                 reason = type(error).__name__
             else:
                 if count:
+                    self._answered = True
                     self._note_usage()
                 return result
             delay = self.retry.delay(attempt)
@@ -288,14 +336,22 @@ class SalesforceClient:
 
     # -- the calls the extractor makes --
     def describe_contact(self) -> dict[str, Any]:
-        def describe(sf: Salesforce) -> dict[str, Any]:
+        return self._contact_call("Contact describe", lambda contact: contact.describe())
+
+    def deleted_contacts(self, start: datetime, end: datetime) -> dict[str, Any]:
+        """getDeleted: {"deletedRecords": [{"id", "deletedDate"}], "earliestDateAvailable",
+        "latestDateCovered"}. `start` and `end` must be timezone-aware."""
+        return self._contact_call("Contact getDeleted", lambda contact: contact.deleted(start, end))
+
+    def _contact_call(self, what: str, operation: Callable[[Any], T]) -> T:
+        def on_contact(sf: Salesforce) -> T:
             contact = sf.Contact
-            result = contact.describe()
+            result = operation(contact)
             # SFType keeps the usage it saw on itself, not on the client.
             self._note_usage(contact)
             return result
 
-        return self.call("Contact describe", describe)
+        return self.call(what, on_contact)
 
     def query_page(self, soql: str, batch_size: int) -> dict[str, Any]:
         headers = {"Sforce-Query-Options": f"batchSize={batch_size}"}
@@ -315,7 +371,32 @@ class SalesforceClient:
     # Bulk 2.0 goes through simple-salesforce's job client (`sf.bulk2.Contact._client`, stable
     # in the pinned 1.12.10) because its query generators cannot resume a page after a
     # transient failure; with the locator in hand each page is retried on its own.
-    def bulk_create_query_all(self, soql: str) -> str:
+    def bulk_query_all(self, soql: str, max_poll_seconds: float) -> str:
+        """Run a queryAll job to completion and return its id.
+
+        A job that ends Failed or Aborted is created again, up to the retry policy's attempts and
+        with its backoff, so a failed job costs seconds rather than a step retry.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            job_id = self._bulk_create_query_all(soql)
+            state, message = self._bulk_wait(job_id, max_poll_seconds)
+            if state == "JobComplete":
+                return job_id
+            if attempt >= self.retry.max_attempts:
+                raise BulkJobFailed(
+                    f"Bulk 2.0 job {job_id} ended {state} ({message}); {attempt} job(s) in a row "
+                    f"failed, giving up (SALESFORCE_MAX_ATTEMPTS={self.retry.max_attempts})"
+                )
+            delay = self.retry.delay(attempt)
+            self._log(
+                f"Bulk 2.0 job {job_id} ended {state} ({message}); attempt {attempt}/"
+                f"{self.retry.max_attempts}, creating it again in {delay:.2f}s"
+            )
+            self._sleep(delay)
+
+    def _bulk_create_query_all(self, soql: str) -> str:
         from simple_salesforce.bulk2 import Operation
 
         job = self.call(
@@ -325,11 +406,26 @@ class SalesforceClient:
         )
         return str(job["id"])
 
-    def bulk_wait(self, job_id: str, poll_seconds: float) -> None:
-        self.call(
-            "Bulk 2.0 job polling",
-            lambda sf: sf.bulk2.Contact._client.wait_for_job(job_id, True, poll_seconds),
-        )
+    def _bulk_wait(self, job_id: str, max_poll_seconds: float) -> tuple[str, str]:
+        """Poll until the job ends: first after BULK_FIRST_POLL_SECONDS, then twice as long each
+        time up to `max_poll_seconds`, so a small job is read within a second and a long one
+        costs few calls. Returns the final state and Salesforce's error message."""
+        deadline = time.monotonic() + self.bulk_job_timeout_seconds
+        wait = min(BULK_FIRST_POLL_SECONDS, max_poll_seconds)
+        while True:
+            self._sleep(wait)
+            job = self.call(
+                "Bulk 2.0 job polling",
+                lambda sf: sf.bulk2.Contact._client.get_job(job_id, True),
+            )
+            if job["state"] in ("JobComplete", "Failed", "Aborted"):
+                return job["state"], str(job.get("errorMessage") or "no error message")
+            if time.monotonic() > deadline:
+                raise BulkJobFailed(
+                    f"Bulk 2.0 job {job_id} is still {job['state']} after "
+                    f"{self.bulk_job_timeout_seconds:g}s; it is left to Salesforce"
+                )
+            wait = min(wait * 2, max_poll_seconds)
 
     def bulk_results(self, job_id: str, locator: str, page_size: int) -> tuple[str, str]:
         """One CSV page and the locator of the next ('' after the last page)."""

@@ -9,6 +9,13 @@ also advances the cursor (REST pages are ordered by SystemModstamp; unordered Bu
 only with the last page). A crash re-reads from the last committed cursor and never skips.
 After the last page of a full refresh, contacts it did not return are marked deleted, unless
 that would be more than `max_delete_fraction` of the live ones.
+
+Hard deletes (purged from the Recycle Bin, or deleted without it) never reach queryAll, so every
+incremental run also reads getDeleted from where the last one ended (its own cursor, Salesforce's
+latestDateCovered) and marks those contacts deleted in the transaction that advances that cursor.
+Salesforce answers getDeleted for a limited time (a 30-day window over a delete log of about 15
+days, less when the log is purged early); when it can no longer vouch for everything since the
+cursor, the run warns and becomes a full refresh, which finds hard deletes by their absence.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from personalization_pipeline.salesforce.client import (
     ApiLimitReached,
     SalesforceClient,
     SalesforceConfigError,
+    SalesforceQueryError,
 )
 from personalization_pipeline.salesforce.mapping import check_field_mapping
 from personalization_pipeline.warehouse.csv_files import csv_pages
@@ -34,6 +42,10 @@ from personalization_pipeline.warehouse.schema import ensure_schema
 from personalization_pipeline.warehouse.transaction import transaction
 
 CURSOR_NAME = "salesforce_contact"
+# Where the next getDeleted window starts: the latestDateCovered of the last one applied.
+DELETED_CURSOR_NAME = "salesforce_contact_deleted"
+# getDeleted ignores seconds and refuses windows under a minute: a shorter one waits a run.
+MIN_DELETED_WINDOW = timedelta(minutes=1)
 COLUMNS = (
     "id",
     "user_id",
@@ -52,7 +64,8 @@ STATE_TABLES = """
 CREATE SCHEMA IF NOT EXISTS salesforce_state;
 CREATE TABLE IF NOT EXISTS salesforce_state.cursor (
     name VARCHAR PRIMARY KEY,
-    system_modstamp TIMESTAMP,   -- UTC; the largest SystemModstamp landed
+    system_modstamp TIMESTAMP,   -- UTC; the largest SystemModstamp landed (getDeleted's
+                                 -- latestDateCovered for salesforce_contact_deleted)
     updated_at TIMESTAMP NOT NULL
 );
 CREATE TABLE IF NOT EXISTS salesforce_state.full_refresh_seen (id VARCHAR PRIMARY KEY);
@@ -81,6 +94,15 @@ SELECT id, user_id, email, first_name, last_name, membership_status,
        coalesce(CAST(is_deleted AS BOOLEAN), false) AS is_deleted
 FROM contact_page
 QUALIFY row_number() OVER (PARTITION BY id ORDER BY system_modstamp DESC) = 1
+"""
+
+# A contact changed after its delete (undeleted) keeps what the newer change says.
+MARK_DELETED = """
+UPDATE raw.salesforce_contact AS r
+SET is_deleted = true, system_modstamp = d.deleted_date, loaded_at = now() AT TIME ZONE 'UTC'
+FROM (SELECT id, CAST(deleted_date AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS deleted_date
+      FROM deleted_contacts) AS d
+WHERE r.id = d.id AND NOT r.is_deleted AND r.system_modstamp <= d.deleted_date
 """
 
 # Never let an older copy of a record overwrite a newer one.
@@ -135,6 +157,12 @@ class ExtractResult:
     cursor_after: datetime | None = None
     max_fetched: datetime | None = None
     stopped_early: str | None = None
+    deleted_cursor_before: datetime | None = None
+    deleted_cursor_after: datetime | None = None
+    # Where getDeleted reading starts again after a full refresh: the run's start less the
+    # lookback (None for exports, which say nothing about the API's delete log).
+    deletes_restart_at: datetime | None = None
+    hard_deletes_gap: str | None = None
 
     def summary(self) -> str:
         return (
@@ -152,6 +180,9 @@ class ExtractResult:
             "rows_marked_deleted": self.marked_deleted,
             "cursor_before": str(self.cursor_before or "none"),
             "cursor_after": str(self.cursor_after or "none"),
+            "deleted_cursor_before": str(self.deleted_cursor_before or "none"),
+            "deleted_cursor_after": str(self.deleted_cursor_after or "none"),
+            "hard_deletes_gap": self.hard_deletes_gap or "no",
         }
 
 
@@ -174,11 +205,16 @@ def ensure_state(connection: duckdb.DuckDBPyConnection) -> None:
     connection.execute(STATE_TABLES)
 
 
-def read_cursor(connection: duckdb.DuckDBPyConnection) -> datetime | None:
+def read_cursor(connection: duckdb.DuckDBPyConnection, name: str = CURSOR_NAME) -> datetime | None:
     row = connection.execute(
-        "SELECT system_modstamp FROM salesforce_state.cursor WHERE name = ?", [CURSOR_NAME]
+        "SELECT system_modstamp FROM salesforce_state.cursor WHERE name = ?", [name]
     ).fetchone()
     return row[0] if row else None
+
+
+def rest_datetime(text: str) -> datetime:
+    """A REST datetime (2024-01-02T03:04:05.000+0000) as naive UTC, as the state tables keep it."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z").astimezone(UTC).replace(tzinfo=None)
 
 
 def extract_contacts(
@@ -188,22 +224,28 @@ def extract_contacts(
     settings: ExtractSettings | None = None,
     full_refresh: bool = False,
     log: Callable[[str], None] = lambda message: None,
+    warn: Callable[[str], None] | None = None,
 ) -> ExtractResult:
     """Land new, changed and deleted Contacts; see the module docstring for the guarantees.
 
-    `fields` maps Salesforce field names to raw.salesforce_contact columns.
+    `fields` maps Salesforce field names to raw.salesforce_contact columns. `warn` (default:
+    `log`) receives what an operator must act on.
     """
     settings = settings or ExtractSettings()
+    warn = warn or log
     fields = check_field_mapping(fields, client.describe_contact())
     result = _start(connection, full_refresh)
+    result.deletes_restart_at = (client.clock() - settings.lookback).replace(tzinfo=None)
     if _over_budget(client, settings, result, "before the extract started"):
         return result
-    since = None
-    if result.cursor_before is not None and not full_refresh:
-        since = result.cursor_before.replace(tzinfo=UTC) - settings.lookback
-
-    where = contact_soql({"COUNT()": ""}, since, ordered=False)
+    deletes = None
     try:
+        if not full_refresh:
+            deletes = _read_deletes(client, connection, result, warn)
+        since = None
+        if result.cursor_before is not None and not result.full_refresh:
+            since = result.cursor_before.replace(tzinfo=UTC) - settings.lookback
+        where = contact_soql({"COUNT()": ""}, since, ordered=False)
         result.rows_expected = client.query_page(where, settings.query_batch_size)["totalSize"]
         result.mode = "bulk" if result.rows_expected > settings.bulk_threshold else "rest"
         log(
@@ -225,7 +267,10 @@ def extract_contacts(
     except ApiLimitReached as error:
         result.stopped_early = f"Salesforce refused further calls (REQUEST_LIMIT_EXCEEDED): {error}"
         log(result.stopped_early)
-        return result
+    # After the pages, so a soft delete they brought is counted once, as an update; the window
+    # is complete whatever became of the pages.
+    if deletes is not None:
+        _land_deletes(connection, deletes, result)
     return result
 
 
@@ -259,12 +304,104 @@ def _start(
     connection: duckdb.DuckDBPyConnection, full_refresh: bool, mode: str = "rest"
 ) -> ExtractResult:
     ensure_state(connection)
-    if full_refresh:
-        connection.execute("DELETE FROM salesforce_state.full_refresh_seen")
     cursor = read_cursor(connection)
-    return ExtractResult(
-        mode=mode, full_refresh=full_refresh, cursor_before=cursor, cursor_after=cursor
+    deleted_cursor = read_cursor(connection, DELETED_CURSOR_NAME)
+    result = ExtractResult(
+        mode=mode,
+        cursor_before=cursor,
+        cursor_after=cursor,
+        deleted_cursor_before=deleted_cursor,
+        deleted_cursor_after=deleted_cursor,
     )
+    if full_refresh:
+        _begin_full_refresh(connection, result)
+    return result
+
+
+def _begin_full_refresh(connection: duckdb.DuckDBPyConnection, result: ExtractResult) -> None:
+    result.full_refresh = True
+    connection.execute("DELETE FROM salesforce_state.full_refresh_seen")
+
+
+@dataclass(frozen=True)
+class DeletedWindow:
+    """One getDeleted answer: [{"id", "deletedDate"}], and where the next window starts."""
+
+    records: list[dict[str, str]]
+    covered: datetime
+
+
+def _read_deletes(
+    client: SalesforceClient,
+    connection: duckdb.DuckDBPyConnection,
+    result: ExtractResult,
+    warn: Callable[[str], None],
+) -> DeletedWindow | None:
+    """The hard deletes since the deleted cursor, or None when there is nothing to read yet.
+
+    When Salesforce can no longer answer for the whole time since the cursor, the run becomes a
+    full refresh (and warns), since only that finds the contacts deleted in the gap.
+    """
+    start = result.deleted_cursor_before
+    if start is None and result.cursor_before is None:
+        # A first load reads every contact there is; deletes after its start are in the log.
+        _write_cursor(connection, result.deletes_restart_at, DELETED_CURSOR_NAME)
+        result.deleted_cursor_after = result.deletes_restart_at
+        return None
+    if start is None:
+        gap = "hard deletes have never been read into this warehouse"
+    else:
+        now = client.clock()
+        if _minute(now) - _minute(start.replace(tzinfo=UTC)) < MIN_DELETED_WINDOW:
+            return None
+        try:
+            answer = client.deleted_contacts(start.replace(tzinfo=UTC), now)
+        except SalesforceQueryError as error:
+            # Too far back, or more than 600,000 deletes since (a mass delete).
+            if error.code not in ("INVALID_REPLICATION_DATE", "EXCEEDED_ID_LIMIT"):
+                raise
+            gap = f"Salesforce refused getDeleted from {start} UTC ({error})"
+        else:
+            earliest = rest_datetime(answer["earliestDateAvailable"])
+            if earliest <= start:
+                return DeletedWindow(
+                    answer["deletedRecords"], rest_datetime(answer["latestDateCovered"])
+                )
+            gap = (
+                f"Salesforce's delete log now starts at {earliest} UTC, after {start} UTC where "
+                "the last read of it ended"
+            )
+            # The refresh covers deletes before the run; reading resumes where the log is whole.
+            result.deletes_restart_at = max(result.deletes_restart_at, earliest)
+    result.hard_deletes_gap = (
+        f"{gap}, so contacts hard-deleted in between may be missing: this run is a full refresh, "
+        "which marks every contact Salesforce no longer returns deleted"
+    )
+    warn(result.hard_deletes_gap)
+    _begin_full_refresh(connection, result)
+    return None
+
+
+def _minute(value: datetime) -> datetime:
+    return value.replace(second=0, microsecond=0)
+
+
+def _land_deletes(
+    connection: duckdb.DuckDBPyConnection, window: DeletedWindow, result: ExtractResult
+) -> None:
+    """Mark the window's contacts deleted and advance the deleted cursor, in one transaction."""
+    deleted = pd.DataFrame(
+        [(record["id"], record["deletedDate"]) for record in window.records],
+        columns=["id", "deleted_date"],
+        dtype=object,
+    )
+    with transaction(connection):
+        connection.register("deleted_contacts", deleted)
+        (marked,) = connection.execute(MARK_DELETED).fetchone()
+        connection.unregister("deleted_contacts")
+        _write_cursor(connection, window.covered, DELETED_CURSOR_NAME)
+    result.marked_deleted += marked
+    result.deleted_cursor_after = window.covered
 
 
 def _marking_the_last(pages: Iterable[pd.DataFrame]) -> Iterator[tuple[pd.DataFrame, bool]]:
@@ -331,8 +468,7 @@ def _rest_pages(
 def _bulk_pages(
     client: SalesforceClient, soql: str, settings: ExtractSettings
 ) -> Iterator[tuple[pd.DataFrame, bool]]:
-    job_id = client.bulk_create_query_all(soql)
-    client.bulk_wait(job_id, settings.bulk_poll_seconds)
+    job_id = client.bulk_query_all(soql, settings.bulk_poll_seconds)
     locator = ""
     while True:
         text, locator = client.bulk_results(job_id, locator, settings.bulk_page_size)
@@ -433,12 +569,14 @@ def _bad_value(
     return ContactValueError(f"A contact value could not be read: {error}")
 
 
-def _write_cursor(connection: duckdb.DuckDBPyConnection, value: datetime) -> None:
+def _write_cursor(
+    connection: duckdb.DuckDBPyConnection, value: datetime, name: str = CURSOR_NAME
+) -> None:
     connection.execute(
         "INSERT INTO salesforce_state.cursor VALUES (?, ?, now() AT TIME ZONE 'UTC') "
         "ON CONFLICT (name) DO UPDATE SET system_modstamp = excluded.system_modstamp, "
         "updated_at = excluded.updated_at",
-        [CURSOR_NAME, value],
+        [name, value],
     )
 
 
@@ -470,4 +608,8 @@ def _mark_missing_deleted(
             "WHERE NOT is_deleted AND id NOT IN (SELECT id FROM salesforce_state.full_refresh_seen)"
         )
         connection.execute("DELETE FROM salesforce_state.full_refresh_seen")
+        # Every delete before the run started is now applied; later ones come from getDeleted.
+        if result.deletes_restart_at is not None:
+            _write_cursor(connection, result.deletes_restart_at, DELETED_CURSOR_NAME)
+            result.deleted_cursor_after = result.deletes_restart_at
     result.marked_deleted += missing
