@@ -41,7 +41,10 @@ from tests.dagster_dev import (
 
 # Big enough that landing it takes seconds, so a worker can be killed in the middle of it.
 BIG_EXPORT_COPIES = 150
-RECOVERY_SECONDS = 120
+# The issue's promise: the pool is free again within a minute or two of the crash.
+FREED_SECONDS = 120
+# Then every run has to finish; each spawns a worker, which takes long on a loaded machine.
+RUNS_SECONDS = 300
 POOL_QUERY = """
 { instance { concurrencyLimit(concurrencyKey: "duckdb") {
     claimedSlots { runId stepKey } pendingSteps { runId stepKey } } } }
@@ -117,7 +120,7 @@ def kill_worker_mid_landing(dev: DagsterDev, export: Path) -> tuple[str, int]:
         lambda: next(
             (s for s in claimed_slots(dev) if s["stepKey"] == "salesforce_contacts"), None
         ),
-        RECOVERY_SECONDS,
+        RUNS_SECONDS,
         "a run to claim the duckdb slot for salesforce_contacts",
     )
     run_id = slot["runId"]
@@ -130,16 +133,29 @@ def kill_worker_mid_landing(dev: DagsterDev, export: Path) -> tuple[str, int]:
     return run_id, pid
 
 
-def wait_for_recovery(dev: DagsterDev, killed: set[str]) -> list[dict]:
-    """Every run finished, each killed run retried, and the pool empty; the runs at that point."""
+def wait_until_freed(dev: DagsterDev, killed: set[str]) -> float:
+    """Seconds until the killed runs are failed and hold no pool slot."""
+    started = time.monotonic()
 
-    def recovered():
+    def freed() -> bool:
+        failed = {run["runId"] for run in runs(dev.client) if run["status"] == "FAILURE"}
+        holding = {slot["runId"] for slot in claimed_slots(dev)}
+        return killed <= failed and not killed & holding
+
+    wait_until(freed, FREED_SECONDS, "the killed runs to fail and free the duckdb slot")
+    return time.monotonic() - started
+
+
+def wait_for_every_run(dev: DagsterDev, killed: set[str]) -> list[dict]:
+    """The runs once every one has finished and each killed run has been retried."""
+
+    def finished():
         every_run = runs(dev.client)
         retried = {run["parentRunId"] for run in every_run}
         done = all(run["status"] in FINISHED for run in every_run)
-        return every_run if done and killed <= retried and not claimed_slots(dev) else None
+        return every_run if done and killed <= retried else None
 
-    return wait_until(recovered, RECOVERY_SECONDS, "the runs to recover")
+    return wait_until(finished, RUNS_SECONDS, "every run to finish")
 
 
 def failure_message(dev: DagsterDev, run_id: str) -> str:
@@ -162,9 +178,9 @@ def test_a_killed_worker_frees_its_slot_and_its_run_is_retried(big_export_env, t
     with running_dagster_dev(big_export_env, tmp_path / "dagster.log") as dev:
         victim, pid = kill_worker_mid_landing(dev, export)
         os.kill(pid, signal.SIGKILL)
-        killed_at = time.monotonic()
-        every_run = wait_for_recovery(dev, {victim})
-        recovered_in = time.monotonic() - killed_at
+        freed_in = wait_until_freed(dev, {victim})
+        every_run = wait_for_every_run(dev, {victim})
+        assert claimed_slots(dev) == []
         messages = "\n".join(str(event.get("message")) for event in run_logs(dev, victim))
     status = {run["runId"]: run["status"] for run in every_run}
     assert status.pop(victim) == "FAILURE"
@@ -175,7 +191,7 @@ def test_a_killed_worker_frees_its_slot_and_its_run_is_retried(big_export_env, t
         f"Run execution process for {victim} was terminated by signal 9 (SIGKILL)" in messages
         or f"Run worker process {pid} on {socket.gethostname()} is gone" in messages
     ), messages
-    assert recovered_in < RECOVERY_SECONDS
+    print(f"duckdb pool freed {freed_in:.1f} s after the kill")  # pytest -s shows it
 
 
 def test_runs_of_a_dead_dagster_are_failed_by_the_restarted_daemon(big_export_env, tmp_path):
@@ -191,15 +207,15 @@ def test_runs_of_a_dead_dagster_are_failed_by_the_restarted_daemon(big_export_en
     assert victim in started
     assert not psutil.pid_exists(pid)
     with running_dagster_dev(big_export_env, log) as dev:
-        restarted_at = time.monotonic()
-        every_run = wait_for_recovery(dev, started)
-        recovered_in = time.monotonic() - restarted_at
+        freed_in = wait_until_freed(dev, started)
+        every_run = wait_for_every_run(dev, started)
+        assert claimed_slots(dev) == []
         messages = {run_id: failure_message(dev, run_id) for run_id in started}
     status = {run["runId"]: run["status"] for run in every_run}
     assert {run_id: status.pop(run_id) for run_id in started} == dict.fromkeys(started, "FAILURE")
     assert status == dict.fromkeys(status, "SUCCESS")
     assert f"Run worker process {pid} on {socket.gethostname()} is gone" in messages[victim]
-    assert recovered_in < RECOVERY_SECONDS
+    print(f"duckdb pool freed {freed_in:.1f} s after the restart")
 
 
 def runs_in_storage(env: dict[str, str], status: str) -> list[dg.DagsterRun]:
