@@ -26,6 +26,7 @@ from personalization_pipeline.run_workers import (
     WORKER_HOST_TAG,
     WORKER_PID_TAG,
     PidCheckingRunLauncher,
+    free_stuck_runs,
     inspect_worker,
 )
 from tests.conftest import REPO_ROOT, SAMPLE_DIR
@@ -329,3 +330,18 @@ def test_a_worker_that_cannot_be_checked_from_here_is_left_running(tags):
         run = started_run(instance, tags)
         assert inspect_worker(instance, run).gone is None
         assert health(instance, run) == WorkerStatus.RUNNING
+
+
+def test_free_stuck_runs_leaves_an_unjudged_run_until_it_is_terminated():
+    """A run that records no worker pid keeps its slot until someone marks it canceled (the UI's
+    force termination does exactly that); then free-stuck-runs frees the slot."""
+    with dg.instance_for_test(
+        overrides={"concurrency": {"pools": {"default_limit": 1}}}
+    ) as instance:
+        run = started_run(instance, {})
+        instance.event_log_storage.claim_concurrency_slot("duckdb", run.run_id, "user_profiles")
+        stuck = free_stuck_runs(instance)
+        assert (stuck.failed, stuck.freed, list(stuck.unchecked)) == ({}, [], [run.run_id])
+        instance.report_run_canceled(run)
+        assert free_stuck_runs(instance).freed == [run.run_id]
+        assert instance.event_log_storage.get_concurrency_run_ids() == set()
