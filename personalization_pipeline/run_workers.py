@@ -36,7 +36,7 @@ WORKER_HOST_TAG = "personalization/worker_host"
 WORKER_PID_TAG = "personalization/worker_pid"
 # A code server reached through one of these runs its workers on the launcher's machine.
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", socket.gethostname()}
-# Process start times and run start times come from different clocks' roundings.
+# A worker starts before its run does; this much leeway covers clock rounding on any OS.
 START_TIME_SLACK_SECONDS = 1.0
 
 

@@ -23,6 +23,7 @@ import yaml
 from dagster._core.launcher import WorkerStatus
 
 from personalization_pipeline.run_workers import (
+    START_TIME_SLACK_SECONDS,
     WORKER_HOST_TAG,
     WORKER_PID_TAG,
     PidCheckingRunLauncher,
@@ -326,7 +327,8 @@ def test_a_process_started_after_the_run_is_not_its_worker():
     """A reused pid (after a reboot, say) belongs to a process younger than the run."""
     with dg.instance_for_test() as instance:
         run = started_run(instance, {})
-        time.sleep(1.5)  # past the start-time slack
+        # Past the slack; and Linux's boot time is whole seconds, so a create time reads early.
+        time.sleep(START_TIME_SLACK_SECONDS + 1.5)
         stranger = subprocess.Popen(["sleep", "60"])
         try:
             instance.add_run_tags(run.run_id, worker_tags(stranger.pid))
