@@ -1,4 +1,5 @@
-"""`personalization`: the commands behind `make demo`, `make dev` and `make serve`."""
+"""`personalization`: the commands behind `make demo`, `make dev` and `make serve`, and
+crash recovery."""
 
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ def demo() -> None:
         sys.exit(str(error))
     dagster_home()
     from personalization_pipeline.definitions import defs
+    from personalization_pipeline.run_workers import in_process_worker_tags
 
     job = defs.resolve_job_def("warehouse_actions_job")
     with dg.DagsterInstance.get() as instance:
@@ -87,6 +89,8 @@ def demo() -> None:
         result = job.execute_in_process(
             instance=instance,
             raise_on_error=False,
+            # If this process is killed mid-run, the daemon or free-stuck-runs can tell.
+            tags=in_process_worker_tags(),
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
     if not result.success:
@@ -148,6 +152,30 @@ def serve(host: str, port: int, workers: int) -> None:
     ).serve()
 
 
+def free_stuck_runs() -> None:
+    """Fail runs whose worker is gone and free the pool slots of finished runs, once."""
+    import dagster as dg
+
+    from personalization_pipeline import run_workers
+
+    dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        stuck = run_workers.free_stuck_runs(instance)
+    for run_id, reason in stuck.failed.items():
+        print(f"Failed run {run_id}: {reason}")
+    for run_id in stuck.freed:
+        print(f"Freed the pool slots of finished run {run_id}")
+    for run_id, reason in stuck.unchecked.items():
+        print(
+            f"Left run {run_id} alone ({reason}). If its worker is dead, terminate it in the UI "
+            "(Runs -> Terminate -> force termination) and run this command again."
+        )
+    if not (stuck.failed or stuck.freed or stuck.unchecked):
+        print(
+            "No stuck runs: every started run has a live worker, and no finished run holds a slot."
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="personalization", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -160,11 +188,17 @@ def main(argv: list[str] | None = None) -> None:
     serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, default=8080)
     serve_parser.add_argument("--workers", type=int, default=1)
+    commands.add_parser(
+        "free-stuck-runs",
+        help="fail runs whose worker was killed and free their pool slots (when no daemon runs)",
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo()
     elif args.command == "serve":
         serve(args.host, args.port, args.workers)
+    elif args.command == "free-stuck-runs":
+        free_stuck_runs()
     else:
         dev(args.port)
 

@@ -21,7 +21,7 @@ from dagster_graphql import DagsterGraphQLClient
 
 from personalization_pipeline.keys import sync_epoch_key
 from tests.conftest import REPO_ROOT, SAMPLE_DIR, free_port
-from tests.test_e2e_dagster_dev import LOCATION, finished_status, wait_until_serving
+from tests.dagster_dev import LOCATION, wait_for_run, wait_until_serving
 from tests.test_warehouse_actions_job import expected_hashes
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
@@ -133,7 +133,7 @@ def test_webserver_and_daemon_share_a_postgres_instance(
         run_id = client.submit_job_execution(
             "warehouse_actions_job", repository_location_name=LOCATION
         )
-        status = finished_status(client, run_id)
+        status = wait_for_run(client, run_id, 180)
         assert status == "SUCCESS", (tmp_path / "daemon.log").read_text()[-3000:]
         assert query(postgres_database, "SELECT status FROM runs WHERE run_id = %s", run_id) == [
             ("SUCCESS",)
