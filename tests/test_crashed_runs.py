@@ -171,7 +171,11 @@ def failure_message(dev: DagsterDev, run_id: str) -> str:
 def big_export_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
     export = tmp_path / "contacts.csv"
     write_big_export(export)
-    env = dagster_env(tmp_path, redis_url, SAMPLE_CONTACTS_PATH=str(export))
+    # The tests swap the big export for the small one mid-run, so later runs really do delete
+    # most of what the killed run landed: the delete guard must let them.
+    env = dagster_env(
+        tmp_path, redis_url, SAMPLE_CONTACTS_PATH=str(export), SALESFORCE_MAX_DELETE_FRACTION="1"
+    )
     fast_monitoring(env)
     return env
 

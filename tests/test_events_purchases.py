@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import orjson
 import pytest
@@ -25,7 +23,6 @@ from personalization_pipeline.events.intake import accept_events
 from personalization_pipeline.events.streams import EventStreams
 from personalization_pipeline.keys import purchases_key
 from personalization_pipeline.sync.redis_config import RedisDestination
-from tests.conftest import free_port, start_redis_server
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -111,20 +108,9 @@ def test_duplicated_and_shuffled_deliveries_end_in_the_ordered_state(
 
 
 @pytest.fixture
-def cluster_url(tmp_path: Path) -> Iterator[str]:
-    """A one-node Redis Cluster owning every slot."""
-    port = free_port()
-    process = start_redis_server(
-        tmp_path / "cluster", port, "--cluster-enabled", "yes", "--cluster-config-file", "n.conf"
-    )
-    client = redis.Redis(port=port)
-    client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-    while client.execute_command("CLUSTER", "INFO").decode().find("cluster_state:ok") < 0:
-        pass
-    client.close()
-    yield f"redis://127.0.0.1:{port}/0"
-    process.kill()
-    process.wait(10)
+def cluster_url(redis_cluster: list[int]) -> str:
+    """A seed node of the session's three-master Redis Cluster, emptied."""
+    return f"redis://127.0.0.1:{redis_cluster[0]}/0"
 
 
 def test_on_redis_cluster_each_profile_is_one_same_slot_script(cluster_url: str) -> None:
