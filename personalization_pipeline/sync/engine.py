@@ -52,7 +52,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +76,7 @@ from personalization_pipeline.sync.render import (
     render_sql,
     resp_sql,
 )
+from personalization_pipeline.sync.sender import Sender
 from personalization_pipeline.sync.state import (
     ensure_state,
     forget_in_doubt,
@@ -107,6 +108,9 @@ BLANK_KEY = "Blank userId passed in identify event"
 NOTHING_TO_WRITE = "context or context.traits or traits is empty"
 # Redis errors that belong to one row's data: the row is rejected and the run goes on.
 ROW_ERRORS = ("WRONGTYPE",)
+# Batches rendered by one query: DuckDB spreads it over its threads, and their keys are
+# marked in doubt by one statement.
+RENDERED_TOGETHER = 4
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _RELATION = re.compile(r'^[A-Za-z_][\w$]*(\.[A-Za-z_][\w$]*){0,2}$|^"')
@@ -636,22 +640,19 @@ def _write(
     result: SyncResult,
     batch_size: int,
 ) -> None:
+    """Render batches and record their acknowledgements on this thread while a
+    :class:`Sender` thread sends them."""
     total = scalar(con, "SELECT count(*) FROM _sync_plan")
     if not total:
         return
-    clustered = writer.needs_rows
-    # Only raw values are copied here; rendering and RESP happen per batch (below), while
-    # Redis is busy with the previous batch.
+    # Only raw values are copied here, in batch order (so each batch is a few contiguous
+    # row groups to DuckDB); rendering and RESP happen per batch, while Redis is busy.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _sync_rows AS
         SELECT *, rn // {batch_size} AS batch_no FROM ({_plan_rows_sql(plan, "_sync_plan")})
+        ORDER BY rn
         """
-    )
-    resp, commands = resp_sql(plan.field_names)
-    batch_rows = (
-        f"(SELECT rn, k, nn, del, {resp} AS resp, {commands} AS ncmd FROM (SELECT rn, k, nn, del,"
-        f" {plan.values_from_raw()} FROM _sync_rows WHERE batch_no = ?))"
     )
     batches = -(-total // batch_size)
     replaces = {
@@ -660,51 +661,82 @@ def _write(
             "SELECT DISTINCT batch_no FROM _sync_rows WHERE in_snapshot"
         ).fetchall()
     }
-
-    def prepare(number: int) -> Batch:
-        if clustered:
-            rows = con.execute(
-                f"SELECT k, resp, ncmd FROM {batch_rows} ORDER BY rn",
-                [number],
-            ).fetchall()
-            counts = [row[2] for row in rows]
-            return Batch(
-                commands=sum(counts),
-                keys=[row[0] for row in rows],
-                resps=[row[1] for row in rows],
-                row_commands=lambda: counts,
-            )
-        text, count = con.execute(
-            f"SELECT string_agg(resp, '' ORDER BY rn), sum(ncmd) FROM {batch_rows}",
-            [number],
-        ).fetchone()
-
-        def row_commands() -> list[int]:
-            return [
-                row[0]
-                for row in con.execute(
-                    f"SELECT ncmd FROM {batch_rows} ORDER BY rn", [number]
-                ).fetchall()
-            ]
-
-        return Batch(commands=int(count), payload=text.encode(), row_commands=row_commands)
-
+    render = _cluster_batches if writer.needs_rows else _standalone_batches
     name = plan.spec.name
-    mark_in_doubt(con, name, result.run_id, 0)
-    writer.send(prepare(0))
-    for number in range(batches):
-        following = None
-        if number + 1 < batches:
-            following = prepare(number + 1)
-            # Committed before the batch goes out, while Redis is busy with this one.
-            mark_in_doubt(con, name, result.run_id, number + 1)
-        errors = writer.receive()
-        if following is not None:
-            # Redis works on the next batch while this one is recorded in the snapshot.
-            writer.send(following)
-        size = min(batch_size, total - number * batch_size)
-        first = number * batch_size
-        _advance(con, plan, snapshot, result, number, first, size, number in replaces, errors)
+    sender = Sender(writer)
+    try:
+        for first in range(0, batches, RENDERED_TOGETHER):
+            last = min(first + RENDERED_TOGETHER, batches) - 1
+            rendered = render(con, plan, batch_size, first, last)
+            # Committed before any of these batches leaves the process.
+            mark_in_doubt(con, name, result.run_id, first, last)
+            for number, batch in enumerate(rendered, first):
+                sender.put(number, batch)
+            for number, errors in sender.acknowledged():
+                _advance(con, plan, snapshot, result, number, batch_size, total, replaces, errors)
+        for number, errors in sender.finish():
+            _advance(con, plan, snapshot, result, number, batch_size, total, replaces, errors)
+    finally:
+        sender.stop()
+
+
+def _batch_rows_sql(plan: _Plan) -> str:
+    """Rows of batches ``?`` to ``?`` of ``_sync_rows``: rn, batch_no, key, RESP, commands."""
+    resp, commands = resp_sql(plan.field_names)
+    return (
+        f"SELECT rn, batch_no, k, {resp} AS resp, {commands} AS ncmd FROM (SELECT rn, batch_no,"
+        f" k, nn, del, {plan.values_from_raw()} FROM _sync_rows WHERE batch_no BETWEEN ? AND ?)"
+    )
+
+
+def _standalone_batches(
+    con: duckdb.DuckDBPyConnection, plan: _Plan, batch_size: int, first: int, last: int
+) -> list[Batch]:
+    """Batches ``first`` to ``last`` as one payload each, rendered by one query (which
+    DuckDB runs on all its threads); ``encode`` hands the bytes over without a copy to str."""
+    rendered = con.execute(
+        "SELECT batch_no, encode(string_agg(resp, '' ORDER BY rn)), sum(ncmd), count(*),"
+        f" list(rn) FILTER (WHERE ncmd = 2) FROM ({_batch_rows_sql(plan)})"
+        " GROUP BY batch_no ORDER BY batch_no",
+        [first, last],
+    ).fetchall()
+
+    def counter(number: int, rows: int, doubles: list[int]) -> Callable[[], list[int]]:
+        def row_commands() -> list[int]:
+            counts = [1] * rows
+            for rn in doubles or ():
+                counts[rn - number * batch_size] = 2
+            return counts
+
+        return row_commands
+
+    return [
+        Batch(commands=int(commands), payload=payload, row_commands=counter(number, rows, doubles))
+        for number, payload, commands, rows, doubles in rendered
+    ]
+
+
+def _cluster_batches(
+    con: duckdb.DuckDBPyConnection, plan: _Plan, batch_size: int, first: int, last: int
+) -> list[Batch]:
+    """Batches ``first`` to ``last`` with per-row keys and RESP, grouped by node when sent."""
+    rows = con.execute(
+        f"SELECT batch_no, k, resp, ncmd FROM ({_batch_rows_sql(plan)}) ORDER BY rn",
+        [first, last],
+    ).fetchall()
+    batches = []
+    for number in range(first, last + 1):
+        chunk = rows[(number - first) * batch_size : (number - first + 1) * batch_size]
+        counts = [row[3] for row in chunk]
+        batches.append(
+            Batch(
+                commands=sum(counts),
+                keys=[row[1] for row in chunk],
+                resps=[row[2] for row in chunk],
+                row_commands=lambda counts=counts: counts,
+            )
+        )
+    return batches
 
 
 def _advance(
@@ -713,12 +745,14 @@ def _advance(
     snapshot: str,
     result: SyncResult,
     number: int,
-    first_rn: int,
-    size: int,
-    replaces: bool,
+    batch_size: int,
+    total: int,
+    replaces: set[int],
     errors: list[tuple[int, str]],
 ) -> None:
     """Move acknowledged rows of batch ``number`` into the snapshot; record refused rows."""
+    first_rn = number * batch_size
+    size = min(batch_size, total - first_rn)
     failed = "false"
     fatal = [message for _, message in errors if not message.startswith(ROW_ERRORS)]
     with transaction(con):
@@ -736,7 +770,7 @@ def _advance(
                     " FROM _sync_rows r JOIN _sync_failed f USING (rn)",
                     [plan.spec.name, result.run_id],
                 )
-        if replaces:
+        if number in replaces:
             con.execute(
                 f"DELETE FROM {snapshot} WHERE key IN (SELECT k FROM _sync_rows"
                 f" WHERE batch_no = ? AND in_snapshot AND NOT ({failed}))",
