@@ -654,30 +654,50 @@ def _write(
         ORDER BY rn
         """
     )
-    batches = -(-total // batch_size)
-    replaces = {
-        row[0]
-        for row in con.execute(
-            "SELECT DISTINCT batch_no FROM _sync_rows WHERE in_snapshot"
-        ).fetchall()
-    }
+    batches = _Batches(
+        batch_size,
+        total,
+        frozenset(
+            row[0]
+            for row in con.execute(
+                "SELECT DISTINCT batch_no FROM _sync_rows WHERE in_snapshot"
+            ).fetchall()
+        ),
+    )
     render = _cluster_batches if writer.needs_rows else _standalone_batches
     name = plan.spec.name
     sender = Sender(writer)
     try:
-        for first in range(0, batches, RENDERED_TOGETHER):
-            last = min(first + RENDERED_TOGETHER, batches) - 1
+        for first in range(0, batches.count, RENDERED_TOGETHER):
+            last = min(first + RENDERED_TOGETHER, batches.count) - 1
             rendered = render(con, plan, batch_size, first, last)
             # Committed before any of these batches leaves the process.
             mark_in_doubt(con, name, result.run_id, first, last)
             for number, batch in enumerate(rendered, first):
                 sender.put(number, batch)
             for number, errors in sender.acknowledged():
-                _advance(con, plan, snapshot, result, number, batch_size, total, replaces, errors)
+                _advance(con, plan, snapshot, result, batches, number, errors)
         for number, errors in sender.finish():
-            _advance(con, plan, snapshot, result, number, batch_size, total, replaces, errors)
+            _advance(con, plan, snapshot, result, batches, number, errors)
     finally:
         sender.stop()
+
+
+@dataclass(frozen=True)
+class _Batches:
+    """How the rows to send (``rn`` 0 to total - 1, in ``_sync_rows``) are cut into batches."""
+
+    size: int
+    total: int
+    replaces: frozenset[int]
+    """Batches holding rows that are in the snapshot already."""
+
+    @property
+    def count(self) -> int:
+        return -(-self.total // self.size)
+
+    def rows(self, number: int) -> int:
+        return min(self.size, self.total - number * self.size)
 
 
 def _batch_rows_sql(plan: _Plan) -> str:
@@ -744,15 +764,12 @@ def _advance(
     plan: _Plan,
     snapshot: str,
     result: SyncResult,
+    batches: _Batches,
     number: int,
-    batch_size: int,
-    total: int,
-    replaces: set[int],
     errors: list[tuple[int, str]],
 ) -> None:
     """Move acknowledged rows of batch ``number`` into the snapshot; record refused rows."""
-    first_rn = number * batch_size
-    size = min(batch_size, total - first_rn)
+    first_rn = number * batches.size
     failed = "false"
     fatal = [message for _, message in errors if not message.startswith(ROW_ERRORS)]
     with transaction(con):
@@ -770,7 +787,7 @@ def _advance(
                     " FROM _sync_rows r JOIN _sync_failed f USING (rn)",
                     [plan.spec.name, result.run_id],
                 )
-        if number in replaces:
+        if number in batches.replaces:
             con.execute(
                 f"DELETE FROM {snapshot} WHERE key IN (SELECT k FROM _sync_rows"
                 f" WHERE batch_no = ? AND in_snapshot AND NOT ({failed}))",
@@ -783,7 +800,7 @@ def _advance(
         )
         if not fatal:
             settle_in_doubt(con, plan.spec.name, result.run_id, number)
-    result.rows_written += size - len(errors)
+    result.rows_written += batches.rows(number) - len(errors)
     if fatal:
         raise SyncError(
             f"sync {plan.spec.name}: Redis refused {len(fatal)} write(s), e.g. {fatal[0]!r};"
