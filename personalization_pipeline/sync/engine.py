@@ -52,7 +52,8 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,6 +112,9 @@ ROW_ERRORS = ("WRONGTYPE",)
 # Batches rendered by one query: DuckDB spreads it over its threads, and their keys are
 # marked in doubt by one statement.
 RENDERED_TOGETHER = 4
+# DuckDB's memory limit while a sync runs. Its temp tables hold every row of the plan; past
+# this DuckDB spills them to disk, so ten million rows need no more memory than one million.
+MEMORY_LIMIT = "1GB"
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _RELATION = re.compile(r'^[A-Za-z_][\w$]*(\.[A-Za-z_][\w$]*){0,2}$|^"')
@@ -314,71 +318,98 @@ def sync_table(
     batch_size: int = 20_000,
     sample_size: int = 5,
     run_id: str | None = None,
+    memory_limit: str | None = MEMORY_LIMIT,
 ) -> SyncResult:
     """Sync ``spec`` from the warehouse ``con`` into Redis ``target``; see the module doc.
 
     ``target`` is a client from :func:`redis_config.connect`, or a :class:`Writer` (closed
     when the run ends); it may be None for a dry run (which then cannot tell whether Redis
     lost its data). Raises SyncError (mirror guard, refused writes) or RedisUnavailable;
-    either way the next run repairs whatever this one left half done.
+    either way the next run repairs whatever this one left half done. ``memory_limit`` is
+    DuckDB's for the run (None keeps the connection's): past it DuckDB spills to disk.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if target is None and not dry_run:
         raise SyncError(f"sync {spec.name}: a Redis client is needed unless dry_run")
-    started = time.perf_counter()
-    result = SyncResult(spec.name, run_id or uuid.uuid4().hex, mode, dry_run)
-    plan = _build_plan(con, spec, prefix)
-    snapshot = f"sync.snapshot_{spec.name}"
-    if dry_run:
-        if not table_exists(con, "sync", f"snapshot_{spec.name}"):
-            snapshot = "(SELECT NULL::VARCHAR AS key, 0::UBIGINT AS fingerprint,"
-            snapshot += " 0::UBIGINT AS fields_mask, 0::UBIGINT AS spec WHERE false)"
-        has_rejected = table_exists(con, "sync", "rejected_rows")
-    else:
-        ensure_state(con, snapshot)
-        has_rejected = True
-    writer = None
-    if target is not None:
-        writer = target if isinstance(target, Writer) else make_writer(target)
-    epoch_key = sync_epoch_key(spec.name, prefix)
-    try:
-        epoch = None
-        if writer is not None:
-            epoch, result.full_sync_reason = _check_epoch(con, writer, spec, snapshot, epoch_key)
-        _diff(con, plan, snapshot, result, mode, remove_nulls, has_rejected)
-        if mode == "mirror":
-            _guard_removals(con, snapshot, result, max_delete_fraction, force)
-
+    with _duckdb_memory_limit(con, memory_limit):
+        started = time.perf_counter()
+        result = SyncResult(spec.name, run_id or uuid.uuid4().hex, mode, dry_run)
+        plan = _build_plan(con, spec, prefix)
+        snapshot = f"sync.snapshot_{spec.name}"
         if dry_run:
-            result.samples = _samples(con, plan, sample_size)
-            result.seconds = time.perf_counter() - started
-            return result
+            if not table_exists(con, "sync", f"snapshot_{spec.name}"):
+                snapshot = "(SELECT NULL::VARCHAR AS key, 0::UBIGINT AS fingerprint,"
+                snapshot += " 0::UBIGINT AS fields_mask, 0::UBIGINT AS spec WHERE false)"
+            has_rejected = table_exists(con, "sync", "rejected_rows")
+        else:
+            ensure_state(con, snapshot)
+            has_rejected = True
+        writer = None
+        if target is not None:
+            writer = target if isinstance(target, Writer) else make_writer(target)
+        epoch_key = sync_epoch_key(spec.name, prefix)
+        try:
+            epoch = None
+            if writer is not None:
+                epoch, result.full_sync_reason = _check_epoch(
+                    con, writer, spec, snapshot, epoch_key
+                )
+            _diff(con, plan, snapshot, result, mode, remove_nulls, has_rejected)
+            if mode == "mirror":
+                _guard_removals(con, snapshot, result, max_delete_fraction, force)
 
-        record_invalid(con, spec.name, result.run_id)
-        if epoch is None:
-            epoch = _new_epoch(con, writer, spec, epoch_key)
-        _write(con, plan, snapshot, writer, result, batch_size)
-        if _stored_epoch(writer, epoch_key) != epoch:
-            raise RedisUnavailable(
-                f"sync {spec.name}: Redis lost its data while this run wrote to it (its sync"
-                f" marker {epoch_key} is gone); {RERUN}"
-            )
-        forget_in_doubt(con, spec.name)
-    except (SyncError, RedisUnavailable, redis.RedisError, OSError) as error:
-        status = "refused" if isinstance(error, RemovalRefused) else "failed"
-        log_run(con, result, started, status, str(error))
-        if isinstance(error, SyncError | RedisUnavailable):
-            raise
-        raise RedisUnavailable(_redis_failure(spec, result, error)) from error
+            if dry_run:
+                result.samples = _samples(con, plan, sample_size)
+                result.seconds = time.perf_counter() - started
+                return result
+
+            record_invalid(con, spec.name, result.run_id)
+            if epoch is None:
+                epoch = _new_epoch(con, writer, spec, epoch_key)
+            _write(con, plan, snapshot, writer, result, batch_size)
+            if _stored_epoch(writer, epoch_key) != epoch:
+                raise RedisUnavailable(
+                    f"sync {spec.name}: Redis lost its data while this run wrote to it (its sync"
+                    f" marker {epoch_key} is gone); {RERUN}"
+                )
+            forget_in_doubt(con, spec.name)
+        except (SyncError, RedisUnavailable, redis.RedisError, OSError) as error:
+            status = "refused" if isinstance(error, RemovalRefused) else "failed"
+            log_run(con, result, started, status, str(error))
+            if isinstance(error, SyncError | RedisUnavailable):
+                raise
+            raise RedisUnavailable(_redis_failure(spec, result, error)) from error
+        finally:
+            if writer is not None:
+                writer.close()
+        result.rejected = scalar(
+            con, "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ?", [spec.name]
+        )
+        log_run(con, result, started, "succeeded", None)
+        return result
+
+
+@contextmanager
+def _duckdb_memory_limit(con: duckdb.DuckDBPyConnection, limit: str | None) -> Iterator[None]:
+    if limit is None:
+        yield
+        return
+    limit_now = "SELECT current_setting('memory_limit')"
+    before = scalar(con, limit_now)
+    con.execute("RESET memory_limit")
+    default = scalar(con, limit_now) == before
+    con.execute(f"SET memory_limit = {literal(limit)}")
+    try:
+        yield
     finally:
-        if writer is not None:
-            writer.close()
-    result.rejected = scalar(
-        con, "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ?", [spec.name]
-    )
-    log_run(con, result, started, "succeeded", None)
-    return result
+        if default:
+            con.execute("RESET memory_limit")
+        else:
+            # DuckDB reports a limit rounded down to a tenth (2.7 GiB for 3 GB); half a tenth
+            # more keeps that report, where the report itself would shrink run after run.
+            number, unit = before.split()
+            con.execute(f"SET memory_limit = '{float(number) + 0.05} {unit}'")
 
 
 def _guard_removals(
