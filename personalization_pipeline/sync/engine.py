@@ -41,8 +41,11 @@ kept both in Redis and in the warehouse tells whether Redis still holds what the
 says; when it does not (restart without persistence, FLUSHALL, failover to an empty replica),
 that run rewrites every row as in ``full`` mode and says why (``full_sync_reason``).
 
-Each batch is rendered to RESP by a single SQL ``string_agg`` and sent by the writer
-(``writer.py``) while DuckDB renders the next batch.
+Batches are rendered to RESP by SQL ``string_agg`` (four per query) on the caller's thread,
+which also records acknowledged batches; a :class:`~personalization_pipeline.sync.sender.Sender`
+thread sends them with the writer (``writer.py``) and reads the replies meanwhile. DuckDB runs
+the sync under ``memory_limit`` and spills past it, so memory follows the batch size, not the
+table.
 """
 
 from __future__ import annotations
