@@ -584,3 +584,24 @@ def test_redirects_that_never_settle_fail_the_run_and_a_rerun_repairs(con, redis
     assert (result.added, result.rows_written) == (100, 300)
     assert cluster_hashes(nodes) == expected_hashes(con)
     client.close()
+
+
+def test_duckdb_runs_the_sync_under_its_memory_limit_and_gets_its_own_back(con, redis_client):
+    """Past the limit DuckDB spills the plan to disk instead of holding every row in memory."""
+    limit = "SELECT current_setting('memory_limit')"
+    default = con.execute(limit).fetchone()[0]
+    con.execute("INSERT INTO user_profiles (user_id) VALUES ('u1')")
+    seen = SyncSpec(
+        "limit_seen",
+        "SELECT user_id, current_setting('memory_limit') AS memory_limit FROM user_profiles",
+        "user_id",
+        ["memory_limit"],
+    )
+    for _ in range(2):
+        sync_table(con, redis_client, seen, mode="full", memory_limit="200MB")
+        assert redis_client.hget("user:u1", "memory_limit") == "190.7 MiB"
+        assert con.execute(limit).fetchone()[0] == default
+    con.execute("SET memory_limit = '3GB'")
+    for _ in range(2):
+        sync_table(con, redis_client, seen, mode="full", memory_limit="200MB")
+        assert con.execute(limit).fetchone()[0] == "2.7 GiB"

@@ -154,21 +154,27 @@ CRASHING_SYNC = textwrap.dedent(
     con = duckdb.connect(database)
 
     class Stops(StandaloneWriter):
-        sent = received = 0
+        # Called on the engine's sender thread: the keys in flight are read from the payloads
+        # that went out, not from DuckDB (whose connection the engine's thread is using).
+        payloads = []
+        received = 0
 
         def stop(self):
-            keys = [row[0] for row in con.execute(
-                "SELECT k FROM _sync_rows WHERE batch_no = ?", [int(batch)]).fetchall()]
+            lines, keys, at = self.payloads[int(batch)].split(b"\\r\\n"), {}, 0
+            while at < len(lines) - 1:  # each command: *n, then n (length, text) pairs
+                keys[lines[at + 4].decode()] = None
+                at += 1 + 2 * int(lines[at][1:])
+            keys = list(keys)
             with open(flag + ".tmp", "w") as handle:
                 json.dump(keys, handle)
             import os
             os.rename(flag + ".tmp", flag)
             time.sleep(600)
 
-        def send(self, payload):
-            super().send(payload)
-            self.sent += 1
-            if point == "sent" and self.sent == int(batch) + 1:
+        def send(self, batch_to_send):
+            super().send(batch_to_send)
+            self.payloads.append(batch_to_send.payload)
+            if point == "sent" and len(self.payloads) == int(batch) + 1:
                 time.sleep(0.3)  # let Redis apply it
                 self.stop()
 

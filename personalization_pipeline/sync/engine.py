@@ -41,8 +41,11 @@ kept both in Redis and in the warehouse tells whether Redis still holds what the
 says; when it does not (restart without persistence, FLUSHALL, failover to an empty replica),
 that run rewrites every row as in ``full`` mode and says why (``full_sync_reason``).
 
-Each batch is rendered to RESP by a single SQL ``string_agg`` and sent by the writer
-(``writer.py``) while DuckDB renders the next batch.
+Batches are rendered to RESP by SQL ``string_agg`` (four per query) on the caller's thread,
+which also records acknowledged batches; a :class:`~personalization_pipeline.sync.sender.Sender`
+thread sends them with the writer (``writer.py``) and reads the replies meanwhile. DuckDB runs
+the sync under ``memory_limit`` and spills past it, so memory follows the batch size, not the
+table.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +80,7 @@ from personalization_pipeline.sync.render import (
     render_sql,
     resp_sql,
 )
+from personalization_pipeline.sync.sender import Sender
 from personalization_pipeline.sync.state import (
     ensure_state,
     forget_in_doubt,
@@ -107,6 +112,12 @@ BLANK_KEY = "Blank userId passed in identify event"
 NOTHING_TO_WRITE = "context or context.traits or traits is empty"
 # Redis errors that belong to one row's data: the row is rejected and the run goes on.
 ROW_ERRORS = ("WRONGTYPE",)
+# Batches rendered by one query: DuckDB spreads it over its threads, and their keys are
+# marked in doubt by one statement.
+RENDERED_TOGETHER = 4
+# DuckDB's memory limit while a sync runs. Its temp tables hold every row of the plan; past
+# this DuckDB spills them to disk, so ten million rows need no more memory than one million.
+MEMORY_LIMIT = "1GB"
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _RELATION = re.compile(r'^[A-Za-z_][\w$]*(\.[A-Za-z_][\w$]*){0,2}$|^"')
@@ -310,71 +321,98 @@ def sync_table(
     batch_size: int = 20_000,
     sample_size: int = 5,
     run_id: str | None = None,
+    memory_limit: str | None = MEMORY_LIMIT,
 ) -> SyncResult:
     """Sync ``spec`` from the warehouse ``con`` into Redis ``target``; see the module doc.
 
     ``target`` is a client from :func:`redis_config.connect`, or a :class:`Writer` (closed
     when the run ends); it may be None for a dry run (which then cannot tell whether Redis
     lost its data). Raises SyncError (mirror guard, refused writes) or RedisUnavailable;
-    either way the next run repairs whatever this one left half done.
+    either way the next run repairs whatever this one left half done. ``memory_limit`` is
+    DuckDB's for the run (None keeps the connection's): past it DuckDB spills to disk.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if target is None and not dry_run:
         raise SyncError(f"sync {spec.name}: a Redis client is needed unless dry_run")
-    started = time.perf_counter()
-    result = SyncResult(spec.name, run_id or uuid.uuid4().hex, mode, dry_run)
-    plan = _build_plan(con, spec, prefix)
-    snapshot = f"sync.snapshot_{spec.name}"
-    if dry_run:
-        if not table_exists(con, "sync", f"snapshot_{spec.name}"):
-            snapshot = "(SELECT NULL::VARCHAR AS key, 0::UBIGINT AS fingerprint,"
-            snapshot += " 0::UBIGINT AS fields_mask, 0::UBIGINT AS spec WHERE false)"
-        has_rejected = table_exists(con, "sync", "rejected_rows")
-    else:
-        ensure_state(con, snapshot)
-        has_rejected = True
-    writer = None
-    if target is not None:
-        writer = target if isinstance(target, Writer) else make_writer(target)
-    epoch_key = sync_epoch_key(spec.name, prefix)
-    try:
-        epoch = None
-        if writer is not None:
-            epoch, result.full_sync_reason = _check_epoch(con, writer, spec, snapshot, epoch_key)
-        _diff(con, plan, snapshot, result, mode, remove_nulls, has_rejected)
-        if mode == "mirror":
-            _guard_removals(con, snapshot, result, max_delete_fraction, force)
-
+    with _duckdb_memory_limit(con, memory_limit):
+        started = time.perf_counter()
+        result = SyncResult(spec.name, run_id or uuid.uuid4().hex, mode, dry_run)
+        plan = _build_plan(con, spec, prefix)
+        snapshot = f"sync.snapshot_{spec.name}"
         if dry_run:
-            result.samples = _samples(con, plan, sample_size)
-            result.seconds = time.perf_counter() - started
-            return result
+            if not table_exists(con, "sync", f"snapshot_{spec.name}"):
+                snapshot = "(SELECT NULL::VARCHAR AS key, 0::UBIGINT AS fingerprint,"
+                snapshot += " 0::UBIGINT AS fields_mask, 0::UBIGINT AS spec WHERE false)"
+            has_rejected = table_exists(con, "sync", "rejected_rows")
+        else:
+            ensure_state(con, snapshot)
+            has_rejected = True
+        writer = None
+        if target is not None:
+            writer = target if isinstance(target, Writer) else make_writer(target)
+        epoch_key = sync_epoch_key(spec.name, prefix)
+        try:
+            epoch = None
+            if writer is not None:
+                epoch, result.full_sync_reason = _check_epoch(
+                    con, writer, spec, snapshot, epoch_key
+                )
+            _diff(con, plan, snapshot, result, mode, remove_nulls, has_rejected)
+            if mode == "mirror":
+                _guard_removals(con, snapshot, result, max_delete_fraction, force)
 
-        record_invalid(con, spec.name, result.run_id)
-        if epoch is None:
-            epoch = _new_epoch(con, writer, spec, epoch_key)
-        _write(con, plan, snapshot, writer, result, batch_size)
-        if _stored_epoch(writer, epoch_key) != epoch:
-            raise RedisUnavailable(
-                f"sync {spec.name}: Redis lost its data while this run wrote to it (its sync"
-                f" marker {epoch_key} is gone); {RERUN}"
-            )
-        forget_in_doubt(con, spec.name)
-    except (SyncError, RedisUnavailable, redis.RedisError, OSError) as error:
-        status = "refused" if isinstance(error, RemovalRefused) else "failed"
-        log_run(con, result, started, status, str(error))
-        if isinstance(error, SyncError | RedisUnavailable):
-            raise
-        raise RedisUnavailable(_redis_failure(spec, result, error)) from error
+            if dry_run:
+                result.samples = _samples(con, plan, sample_size)
+                result.seconds = time.perf_counter() - started
+                return result
+
+            record_invalid(con, spec.name, result.run_id)
+            if epoch is None:
+                epoch = _new_epoch(con, writer, spec, epoch_key)
+            _write(con, plan, snapshot, writer, result, batch_size)
+            if _stored_epoch(writer, epoch_key) != epoch:
+                raise RedisUnavailable(
+                    f"sync {spec.name}: Redis lost its data while this run wrote to it (its sync"
+                    f" marker {epoch_key} is gone); {RERUN}"
+                )
+            forget_in_doubt(con, spec.name)
+        except (SyncError, RedisUnavailable, redis.RedisError, OSError) as error:
+            status = "refused" if isinstance(error, RemovalRefused) else "failed"
+            log_run(con, result, started, status, str(error))
+            if isinstance(error, SyncError | RedisUnavailable):
+                raise
+            raise RedisUnavailable(_redis_failure(spec, result, error)) from error
+        finally:
+            if writer is not None:
+                writer.close()
+        result.rejected = scalar(
+            con, "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ?", [spec.name]
+        )
+        log_run(con, result, started, "succeeded", None)
+        return result
+
+
+@contextmanager
+def _duckdb_memory_limit(con: duckdb.DuckDBPyConnection, limit: str | None) -> Iterator[None]:
+    if limit is None:
+        yield
+        return
+    limit_now = "SELECT current_setting('memory_limit')"
+    before = scalar(con, limit_now)
+    con.execute("RESET memory_limit")
+    default = scalar(con, limit_now) == before
+    con.execute(f"SET memory_limit = {literal(limit)}")
+    try:
+        yield
     finally:
-        if writer is not None:
-            writer.close()
-    result.rejected = scalar(
-        con, "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ?", [spec.name]
-    )
-    log_run(con, result, started, "succeeded", None)
-    return result
+        if default:
+            con.execute("RESET memory_limit")
+        else:
+            # DuckDB reports a limit rounded down to a tenth (2.7 GiB for 3 GB); half a tenth
+            # more keeps that report, where the report itself would shrink run after run.
+            number, unit = before.split()
+            con.execute(f"SET memory_limit = '{float(number) + 0.05} {unit}'")
 
 
 def _guard_removals(
@@ -636,75 +674,123 @@ def _write(
     result: SyncResult,
     batch_size: int,
 ) -> None:
+    """Render batches and record their acknowledgements on this thread while a
+    :class:`Sender` thread sends them."""
     total = scalar(con, "SELECT count(*) FROM _sync_plan")
     if not total:
         return
-    clustered = writer.needs_rows
-    # Only raw values are copied here; rendering and RESP happen per batch (below), while
-    # Redis is busy with the previous batch.
+    # Only raw values are copied here, in batch order (so each batch is a few contiguous
+    # row groups to DuckDB); rendering and RESP happen per batch, while Redis is busy.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _sync_rows AS
         SELECT *, rn // {batch_size} AS batch_no FROM ({_plan_rows_sql(plan, "_sync_plan")})
+        ORDER BY rn
         """
     )
-    resp, commands = resp_sql(plan.field_names)
-    batch_rows = (
-        f"(SELECT rn, k, nn, del, {resp} AS resp, {commands} AS ncmd FROM (SELECT rn, k, nn, del,"
-        f" {plan.values_from_raw()} FROM _sync_rows WHERE batch_no = ?))"
-    )
-    batches = -(-total // batch_size)
-    replaces = {
-        row[0]
-        for row in con.execute(
-            "SELECT DISTINCT batch_no FROM _sync_rows WHERE in_snapshot"
-        ).fetchall()
-    }
-
-    def prepare(number: int) -> Batch:
-        if clustered:
-            rows = con.execute(
-                f"SELECT k, resp, ncmd FROM {batch_rows} ORDER BY rn",
-                [number],
+    batches = _Batches(
+        batch_size,
+        total,
+        frozenset(
+            row[0]
+            for row in con.execute(
+                "SELECT DISTINCT batch_no FROM _sync_rows WHERE in_snapshot"
             ).fetchall()
-            counts = [row[2] for row in rows]
-            return Batch(
-                commands=sum(counts),
-                keys=[row[0] for row in rows],
-                resps=[row[1] for row in rows],
-                row_commands=lambda: counts,
-            )
-        text, count = con.execute(
-            f"SELECT string_agg(resp, '' ORDER BY rn), sum(ncmd) FROM {batch_rows}",
-            [number],
-        ).fetchone()
-
-        def row_commands() -> list[int]:
-            return [
-                row[0]
-                for row in con.execute(
-                    f"SELECT ncmd FROM {batch_rows} ORDER BY rn", [number]
-                ).fetchall()
-            ]
-
-        return Batch(commands=int(count), payload=text.encode(), row_commands=row_commands)
-
+        ),
+    )
+    render = _cluster_batches if writer.needs_rows else _standalone_batches
     name = plan.spec.name
-    mark_in_doubt(con, name, result.run_id, 0)
-    writer.send(prepare(0))
-    for number in range(batches):
-        following = None
-        if number + 1 < batches:
-            following = prepare(number + 1)
-            # Committed before the batch goes out, while Redis is busy with this one.
-            mark_in_doubt(con, name, result.run_id, number + 1)
-        errors = writer.receive()
-        if following is not None:
-            # Redis works on the next batch while this one is recorded in the snapshot.
-            writer.send(following)
-        size = min(batch_size, total - number * batch_size)
-        first = number * batch_size
-        _advance(con, plan, snapshot, result, number, first, size, number in replaces, errors)
+    sender = Sender(writer)
+    try:
+        for first in range(0, batches.count, RENDERED_TOGETHER):
+            last = min(first + RENDERED_TOGETHER, batches.count) - 1
+            rendered = render(con, plan, batch_size, first, last)
+            # Committed before any of these batches leaves the process.
+            mark_in_doubt(con, name, result.run_id, first, last)
+            for number, batch in enumerate(rendered, first):
+                sender.put(number, batch)
+            for number, errors in sender.acknowledged():
+                _advance(con, plan, snapshot, result, batches, number, errors)
+        for number, errors in sender.finish():
+            _advance(con, plan, snapshot, result, batches, number, errors)
+    finally:
+        sender.stop()
+
+
+@dataclass(frozen=True)
+class _Batches:
+    """How the rows to send (``rn`` 0 to total - 1, in ``_sync_rows``) are cut into batches."""
+
+    size: int
+    total: int
+    replaces: frozenset[int]
+    """Batches holding rows that are in the snapshot already."""
+
+    @property
+    def count(self) -> int:
+        return -(-self.total // self.size)
+
+    def rows(self, number: int) -> int:
+        return min(self.size, self.total - number * self.size)
+
+
+def _batch_rows_sql(plan: _Plan) -> str:
+    """Rows of batches ``?`` to ``?`` of ``_sync_rows``: rn, batch_no, key, RESP, commands."""
+    resp, commands = resp_sql(plan.field_names)
+    return (
+        f"SELECT rn, batch_no, k, {resp} AS resp, {commands} AS ncmd FROM (SELECT rn, batch_no,"
+        f" k, nn, del, {plan.values_from_raw()} FROM _sync_rows WHERE batch_no BETWEEN ? AND ?)"
+    )
+
+
+def _standalone_batches(
+    con: duckdb.DuckDBPyConnection, plan: _Plan, batch_size: int, first: int, last: int
+) -> list[Batch]:
+    """Batches ``first`` to ``last`` as one payload each, rendered by one query (which
+    DuckDB runs on all its threads); ``encode`` hands the bytes over without a copy to str."""
+    rendered = con.execute(
+        "SELECT batch_no, encode(string_agg(resp, '' ORDER BY rn)), sum(ncmd), count(*),"
+        f" list(rn) FILTER (WHERE ncmd = 2) FROM ({_batch_rows_sql(plan)})"
+        " GROUP BY batch_no ORDER BY batch_no",
+        [first, last],
+    ).fetchall()
+
+    def counter(number: int, rows: int, doubles: list[int]) -> Callable[[], list[int]]:
+        def row_commands() -> list[int]:
+            counts = [1] * rows
+            for rn in doubles or ():
+                counts[rn - number * batch_size] = 2
+            return counts
+
+        return row_commands
+
+    return [
+        Batch(commands=int(commands), payload=payload, row_commands=counter(number, rows, doubles))
+        for number, payload, commands, rows, doubles in rendered
+    ]
+
+
+def _cluster_batches(
+    con: duckdb.DuckDBPyConnection, plan: _Plan, batch_size: int, first: int, last: int
+) -> list[Batch]:
+    """Batches ``first`` to ``last`` with per-row keys and RESP, grouped by node when sent."""
+    rows = con.execute(
+        f"SELECT batch_no, k, resp, ncmd FROM ({_batch_rows_sql(plan)}) ORDER BY rn",
+        [first, last],
+    ).fetchall()
+    batches = []
+    for number in range(first, last + 1):
+        chunk = rows[(number - first) * batch_size : (number - first + 1) * batch_size]
+        counts = [row[3] for row in chunk]
+        batches.append(
+            Batch(
+                commands=sum(counts),
+                keys=[row[1] for row in chunk],
+                resps=[row[2] for row in chunk],
+                row_commands=lambda counts=counts: counts,
+            )
+        )
+    return batches
 
 
 def _advance(
@@ -712,13 +798,12 @@ def _advance(
     plan: _Plan,
     snapshot: str,
     result: SyncResult,
+    batches: _Batches,
     number: int,
-    first_rn: int,
-    size: int,
-    replaces: bool,
     errors: list[tuple[int, str]],
 ) -> None:
     """Move acknowledged rows of batch ``number`` into the snapshot; record refused rows."""
+    first_rn = number * batches.size
     failed = "false"
     fatal = [message for _, message in errors if not message.startswith(ROW_ERRORS)]
     with transaction(con):
@@ -736,7 +821,7 @@ def _advance(
                     " FROM _sync_rows r JOIN _sync_failed f USING (rn)",
                     [plan.spec.name, result.run_id],
                 )
-        if replaces:
+        if number in batches.replaces:
             con.execute(
                 f"DELETE FROM {snapshot} WHERE key IN (SELECT k FROM _sync_rows"
                 f" WHERE batch_no = ? AND in_snapshot AND NOT ({failed}))",
@@ -749,7 +834,7 @@ def _advance(
         )
         if not fatal:
             settle_in_doubt(con, plan.spec.name, result.run_id, number)
-    result.rows_written += size - len(errors)
+    result.rows_written += batches.rows(number) - len(errors)
     if fatal:
         raise SyncError(
             f"sync {plan.spec.name}: Redis refused {len(fatal)} write(s), e.g. {fatal[0]!r};"

@@ -134,11 +134,14 @@ def in_doubt_keys(con: duckdb.DuckDBPyConnection, name: str) -> str:
     return f"(SELECT DISTINCT key FROM sync.in_doubt WHERE sync_name = {literal(name)})"
 
 
-def mark_in_doubt(con: duckdb.DuckDBPyConnection, name: str, run_id: str, batch_no: int) -> None:
-    """Record the keys of batch ``batch_no`` of ``_sync_rows`` before it is sent."""
+def mark_in_doubt(
+    con: duckdb.DuckDBPyConnection, name: str, run_id: str, first: int, last: int
+) -> None:
+    """Record the keys of batches ``first`` to ``last`` of ``_sync_rows`` before they are sent."""
     con.execute(
-        "INSERT INTO sync.in_doubt SELECT ?, ?, ?, k FROM _sync_rows WHERE batch_no = ?",
-        [name, run_id, batch_no, batch_no],
+        "INSERT INTO sync.in_doubt SELECT ?, ?, batch_no, k FROM _sync_rows"
+        " WHERE batch_no BETWEEN ? AND ?",
+        [name, run_id, first, last],
     )
 
 

@@ -1,0 +1,109 @@
+"""A thread that owns a sync run's Redis connection(s): it sends rendered batches and reads
+their replies while the engine's thread renders the next batches and records acknowledged
+ones in DuckDB, so the two overlap instead of taking turns.
+
+The engine hands over a batch (:meth:`Sender.put`) only after committing its keys as in
+doubt, so nothing leaves the process before that. With the next batch at hand the thread
+reads the previous batch's replies and sends the next one at once, so Redis hardly waits
+between batches; with nothing at hand it reads the replies first, so acknowledgements are
+not held back when rendering is the slower side. Acknowledgements come back in batch order.
+A failure (connection lost, timeout) ends the thread; the engine receives it after the
+acknowledgements that came before it, records those, and raises it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Iterator
+
+from personalization_pipeline.sync.writer import Batch, RowErrors, Writer
+
+__all__ = ["Sender"]
+
+_FINISHED = object()
+
+
+class Sender:
+    """Send batches on a thread of its own; at most ``depth`` rendered batches wait."""
+
+    def __init__(self, writer: Writer, depth: int = 2) -> None:
+        self._writer = writer
+        self._todo: queue.Queue[tuple[int, Batch] | None] = queue.Queue(depth)
+        self._done: queue.Queue[tuple[int, RowErrors] | BaseException | object] = queue.Queue()
+        self._stopping = threading.Event()
+        self._ended = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sync-sender", daemon=True)
+        self._thread.start()
+
+    def put(self, number: int, batch: Batch) -> None:
+        """Queue batch ``number``; waits while ``depth`` batches wait (not once it failed)."""
+        self._put((number, batch))
+
+    def acknowledged(self) -> Iterator[tuple[int, RowErrors]]:
+        """(batch number, row errors) of the batches answered so far, in order; raises the
+        thread's failure once the acknowledgements that came before it have been taken."""
+        while True:
+            try:
+                item = self._done.get_nowait()
+            except queue.Empty:
+                return
+            yield self._unpack(item)
+
+    def finish(self) -> Iterator[tuple[int, RowErrors]]:
+        """Every acknowledgement still to come, up to the last batch's."""
+        self._put(None)
+        while (item := self._done.get()) is not _FINISHED:
+            yield self._unpack(item)
+
+    def stop(self) -> None:
+        """End the thread, dropping batches not sent yet (they are in doubt already)."""
+        self._stopping.set()
+        with contextlib.suppress(queue.Full):
+            self._todo.put_nowait(None)  # wakes the thread if it waits for a batch
+        self._thread.join()
+
+    def _put(self, item: tuple[int, Batch] | None) -> None:
+        while not self._ended.is_set():
+            try:
+                self._todo.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    @staticmethod
+    def _unpack(item: object) -> tuple[int, RowErrors]:
+        if isinstance(item, BaseException):
+            raise item
+        assert isinstance(item, tuple)
+        return item
+
+    def _answer(self, number: int) -> None:
+        self._done.put((number, self._writer.receive()))
+
+    def _run(self) -> None:
+        pending: int | None = None
+        try:
+            while not self._stopping.is_set():
+                try:
+                    item = self._todo.get_nowait()
+                except queue.Empty:
+                    if pending is not None:
+                        self._answer(pending)
+                        pending = None
+                    item = self._todo.get()
+                if item is None or self._stopping.is_set():
+                    break
+                if pending is not None:
+                    self._answer(pending)
+                number, batch = item
+                self._writer.send(batch)
+                pending = number
+            if pending is not None and not self._stopping.is_set():
+                self._answer(pending)
+            self._done.put(_FINISHED)
+        except BaseException as error:  # handed to the engine's thread, which raises it
+            self._done.put(error)
+        finally:
+            self._ended.set()
