@@ -6,7 +6,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.activation import USER_PROFILES_BLOCKING_CHECKS
 from personalization_pipeline.definitions import defs
 from tests.conftest import REPO_ROOT
 
@@ -50,16 +49,6 @@ def test_everything_that_opens_the_warehouse_is_in_the_duckdb_pool():
     users = [d for d in definitions if "warehouse" in d.required_resource_keys]
     assert len(users) == len(definitions) == 10
     assert {d.node_def.name: d.op.pool for d in users} == {d.node_def.name: "duckdb" for d in users}
-
-
-def test_the_redis_sync_gates_on_every_blocking_check_of_user_profiles():
-    graph = defs.resolve_asset_graph()
-    blocking = {
-        key.name
-        for key in graph.get_check_keys_for_assets({dg.AssetKey("user_profiles")})
-        if graph.get_check_spec(key).blocking
-    }
-    assert blocking == set(USER_PROFILES_BLOCKING_CHECKS)
 
 
 def test_the_event_drain_is_a_source_with_its_own_job_and_sensor():
