@@ -1,5 +1,6 @@
 """Warehouse models built in DuckDB SQL, and their checks."""
 
+import hashlib
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +16,8 @@ from personalization_pipeline.warehouse.schema import ensure_schema
 from personalization_pipeline.warehouse.tables import USER_PROFILES
 
 USER_PROFILES_SQL = Path(__file__).parent / "sql" / "user_profiles.sql"
+# The model is its SQL: a changed query is a new code version, which the UI flags.
+USER_PROFILES_CODE_VERSION = hashlib.sha256(USER_PROFILES_SQL.read_bytes()).hexdigest()[:12]
 
 
 @dg.asset(
@@ -23,6 +26,7 @@ USER_PROFILES_SQL = Path(__file__).parent / "sql" / "user_profiles.sql"
     pool="duckdb",
     deps=[salesforce_contacts, income_enrichment, raw_events],
     metadata=column_schema(USER_PROFILES),
+    code_version=USER_PROFILES_CODE_VERSION,
 )
 def user_profiles(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource

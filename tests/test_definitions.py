@@ -82,3 +82,18 @@ def test_workspace_validates_with_the_dagster_cli():
         timeout=120,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def test_everything_in_the_ui_explains_itself():
+    """Assets, checks, sensors, schedules and every Launchpad config field have a description."""
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).description, key
+        for check in graph.get_check_keys_for_assets({key}):
+            assert graph.get_check_spec(check).description, check
+    for automation in [*defs.sensors, *defs.schedules]:
+        assert automation.description, automation.name
+    for assets_def in defs.assets:
+        fields = getattr(assets_def.op.config_schema.config_type, "fields", {})
+        for name, field in fields.items():
+            assert field.description, f"{assets_def.op.name} config field {name}"
