@@ -23,7 +23,7 @@ dev: $(STAMP)
 serve: $(STAMP)
 	EVENTS_WRITE_KEYS="$${EVENTS_WRITE_KEYS:-demo-write-key}" $(BIN)/personalization serve
 
-test: $(STAMP)
+test: lint
 	$(BIN)/pytest
 
 bench: $(STAMP)

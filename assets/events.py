@@ -5,33 +5,18 @@ from contextlib import closing
 import dagster as dg
 
 from personalization_pipeline.events.streams import EventStreams
-from personalization_pipeline.metadata import table_metadata
+from personalization_pipeline.metadata import column_schema, table_metadata
 from personalization_pipeline.resources.redis import RedisResource
 from personalization_pipeline.resources.warehouse import WarehouseResource
 from personalization_pipeline.warehouse.events import DrainSettings, drain_events
+from personalization_pipeline.warehouse.tables import EVENTS
 
 
 @dg.asset(
     group_name="sources",
     kinds={"redis", "duckdb"},
     pool="duckdb",
-    metadata={
-        "dagster/column_schema": dg.TableSchema(
-            columns=[
-                dg.TableColumn("message_id", "VARCHAR", description="One row per messageId"),
-                dg.TableColumn("type", "VARCHAR", description="identify, track, page, ..."),
-                dg.TableColumn("event", "VARCHAR", description="Track name"),
-                dg.TableColumn("user_id", "VARCHAR"),
-                dg.TableColumn("anonymous_id", "VARCHAR"),
-                dg.TableColumn("timestamp", "TIMESTAMP", description="When it happened, UTC"),
-                dg.TableColumn("received_at", "TIMESTAMP", description="At the gateway, UTC"),
-                dg.TableColumn("landed_at", "TIMESTAMP"),
-                dg.TableColumn("stream", "VARCHAR"),
-                dg.TableColumn("entry_id", "VARCHAR"),
-                dg.TableColumn("payload", "JSON", description="The event as accepted"),
-            ]
-        )
-    },
+    metadata=column_schema(EVENTS),
 )
 def raw_events(
     context: dg.AssetExecutionContext, redis: RedisResource, warehouse: WarehouseResource

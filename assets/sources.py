@@ -8,13 +8,14 @@ from pydantic import Field
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 
 from personalization_pipeline.errors import PermanentError
-from personalization_pipeline.metadata import table_metadata
+from personalization_pipeline.metadata import column_schema, table_metadata
 from personalization_pipeline.resources.enrichment import EnrichmentFileResource
 from personalization_pipeline.resources.rules import ProfileRulesResource
 from personalization_pipeline.resources.salesforce import ContactSource
 from personalization_pipeline.resources.warehouse import WarehouseResource
 from personalization_pipeline.warehouse.contacts import contact_counts
 from personalization_pipeline.warehouse.income import replace_income
+from personalization_pipeline.warehouse.tables import INCOME_ENRICHMENT, SALESFORCE_CONTACT
 
 # Transient source failures (Salesforce calls retry on their own first) get a second chance.
 SOURCE_RETRY = dg.RetryPolicy(max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL)
@@ -43,6 +44,7 @@ class SalesforceContactsConfig(dg.Config):
     group_name="sources",
     kinds={"salesforce", "duckdb"},
     pool="duckdb",
+    metadata=column_schema(SALESFORCE_CONTACT),
     retry_policy=SOURCE_RETRY,
 )
 def salesforce_contacts(
@@ -83,6 +85,7 @@ def salesforce_contacts(
     kinds={"duckdb"},
     pool="duckdb",
     retry_policy=SOURCE_RETRY,
+    metadata=column_schema(INCOME_ENRICHMENT),
 )
 def income_enrichment(
     context: dg.AssetExecutionContext,

@@ -1,21 +1,16 @@
 """The one place where assets, checks, jobs, sensors, schedules and resources meet."""
 
-from datetime import timedelta
-
 import dagster as dg
 
 from assets import activation, events, sources, warehouse
-from personalization_pipeline import checks, jobs, schedules, sensors
+from personalization_pipeline import jobs, schedules, sensors
 from personalization_pipeline.settings import resources_from_env
 
-# The product reads Redis: profiles older than this are stale for personalization.
-REDIS_FRESHNESS = dg.FreshnessPolicy.time_window(
-    warn_window=timedelta(minutes=35), fail_window=timedelta(minutes=60)
-)
+GRAPH = [sources, events, warehouse, activation]
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([sources, events, warehouse, activation]),
-    asset_checks=dg.load_asset_checks_from_modules([checks]),
+    assets=dg.load_assets_from_modules(GRAPH),
+    asset_checks=dg.load_asset_checks_from_modules(GRAPH),
     jobs=[jobs.warehouse_actions_job, jobs.redis_profiles_job, jobs.events_job],
     sensors=[
         sensors.salesforce_contacts_sensor,
@@ -31,7 +26,4 @@ defs = dg.Definitions(
     # Every step that opens the warehouse is serialized by the `duckdb` pool anyway, so a
     # process per step would only add start-up time (seconds each on a small machine).
     executor=dg.in_process_executor,
-).permissive_map_resolved_asset_specs(
-    func=lambda spec: dg.apply_freshness_policy(spec, REDIS_FRESHNESS),
-    selection=[activation.redis_user_profiles.key],
 )

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.activation import redis_user_profiles
+from assets.activation import profiles, redis_user_profiles
 from assets.events import raw_events
 from assets.sources import income_enrichment, salesforce_contacts
 from assets.warehouse import user_profiles
@@ -21,7 +21,7 @@ redis_profiles_job = dg.define_asset_job(
 
 # Run config for a full rewrite. It goes on the run (schedule, launchpad), not on the job: job
 # level config would also pin the resources' config and hide test or launch-time overrides.
-FULL_SYNC_RUN_CONFIG = {"ops": {"redis_user_profiles": {"config": {"mode": "full"}}}}
+FULL_SYNC_RUN_CONFIG = profiles.full_sync_run_config()
 
 events_job = dg.define_asset_job(
     name="events_job",

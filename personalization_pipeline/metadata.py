@@ -12,6 +12,8 @@ from collections.abc import Mapping
 import dagster as dg
 import duckdb
 
+from personalization_pipeline.warehouse.tables import Table
+
 PREVIEW_ROWS = 5
 # Columns and hash fields that identify a person.
 PERSONAL_FIELDS = frozenset({"email", "first_name", "last_name"})
@@ -56,4 +58,17 @@ def table_metadata(connection: duckdb.DuckDBPyConnection, table: str) -> dict[st
         "dagster/row_count": rows,
         "dagster/table_name": table,
         "preview": dg.MetadataValue.md(markdown_table(columns, preview)),
+    }
+
+
+def column_schema(table: Table) -> dict[str, object]:
+    """Definition metadata that shows a table's columns (and its name) in the UI."""
+    return {
+        "dagster/column_schema": dg.TableSchema(
+            columns=[
+                dg.TableColumn(column.name, column.type, description=column.description or None)
+                for column in table.columns
+            ]
+        ),
+        "dagster/table_name": table.name,
     }

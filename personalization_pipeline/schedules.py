@@ -45,5 +45,9 @@ warehouse_actions_schedule = dg.ScheduleDefinition(
     cron_schedule="*/30 * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="The profile path every 30 minutes, whether or not a source changed.",
+    description=(
+        "The profile path every 30 minutes, whether or not a source changed (RudderStack's "
+        "fixed cadence). Turn it on instead of salesforce_contacts_sensor and "
+        "income_enrichment_sensor, never beside them: both would start runs for one change."
+    ),
 )

@@ -116,6 +116,11 @@ def profile_path_from(
     job=warehouse_actions_job,
     minimum_interval_seconds=sensor_interval_seconds(),
     default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Runs the profile path when any Salesforce Contact was added, edited or deleted "
+        "(count, latest SystemModstamp and recent hard deletes; every SENSOR_INTERVAL_SECONDS). "
+        "A failed run is requested again, up to 3 attempts."
+    ),
 )
 def salesforce_contacts_sensor(
     context: dg.SensorEvaluationContext, salesforce: ContactSource
@@ -157,6 +162,11 @@ def file_fingerprint(path: Path, previous: dict | None) -> dict:
     job=warehouse_actions_job,
     minimum_interval_seconds=sensor_interval_seconds(),
     default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Runs the profile path when the enrichment vendor drops a file with new content, once "
+        "it has been still for INCOME_SETTLE_SECONDS. A failed run is requested again, up to 3 "
+        "attempts."
+    ),
 )
 def income_enrichment_sensor(
     context: dg.SensorEvaluationContext, income_file: EnrichmentFileResource
@@ -219,6 +229,10 @@ def drain_interval_seconds() -> int:
     job=events_job,
     minimum_interval_seconds=EVENTS_SENSOR_TICK_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Drains the gateway's event streams into raw.events when EVENTS_DRAIN_BACKLOG events "
+        "wait, or every EVENTS_DRAIN_INTERVAL_SECONDS while any do; never two drains at once."
+    ),
 )
 def events_sensor(
     context: dg.SensorEvaluationContext, redis: RedisResource

@@ -7,12 +7,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from assets.activation import redis_user_profiles
-from assets.warehouse import user_profiles
-from personalization_pipeline.checks import (
-    redis_user_profiles_readback,
-    user_profiles_user_id_valid,
-)
+from assets.activation import redis_user_profiles, redis_user_profiles_readback
+from assets.warehouse import user_id_valid, user_profiles
 from personalization_pipeline.definitions import defs
 from personalization_pipeline.resources.enrichment import EnrichmentFileResource
 from personalization_pipeline.resources.rules import ProfileRulesResource
@@ -41,28 +37,33 @@ def test_every_check_passes_on_the_sample_data(pipeline_resources):
     assert result.success
     checks = evaluations(result)
     assert set(checks) == {
-        "user_profiles_user_id_valid",
-        "user_profiles_membership_status_allowed",
-        "user_profiles_income_bracket_format",
-        "user_profiles_shrink_guard",
-        "redis_user_profiles_readback",
+        "user_id_valid",
+        "membership_status_allowed",
+        "income_bracket_format",
+        "shrink_guard",
+        "readback",
     }
     assert all(check.passed for check in checks.values())
-    assert checks["redis_user_profiles_readback"].metadata["sampled"].value == 100
+    # A passing check shows the rule it holds, not an empty description.
+    assert checks["user_id_valid"].description == (
+        "Holds: every user_id is set, unpadded and unique (it is the Redis key)"
+    )
+    assert checks["readback"].description == "100 sampled keys equal the warehouse, field by field"
+    assert checks["readback"].metadata["sampled"].value == 100
 
 
 @pytest.mark.parametrize(
     ("check_name", "resource_key", "sample_file", "old", "bad_value"),
     [
         (
-            "user_profiles_membership_status_allowed",
+            "membership_status_allowed",
             "salesforce",
             "salesforce_contacts.csv",
             ",loyalty_member,U000001,",
             "gold",
         ),
         (
-            "user_profiles_income_bracket_format",
+            "income_bracket_format",
             "income_file",
             "income_enrichment.csv",
             "quinn.garcia.2@example.com,level_2",
@@ -102,9 +103,9 @@ def test_user_id_check_catches_duplicates_and_blanks(pipeline_resources):
             "SELECT * FROM (VALUES ('u1'), ('u1'), ('u2'), (NULL), ('  ')) AS t(user_id)"
         )
     result = dg.materialize(
-        [user_profiles, user_profiles_user_id_valid],
+        [user_profiles, user_id_valid],
         resources=pipeline_resources,
-        selection=dg.AssetSelection.checks(user_profiles_user_id_valid),
+        selection=dg.AssetSelection.checks(user_id_valid),
         raise_on_error=False,
     )
     (evaluation,) = result.get_asset_check_evaluations()
@@ -125,7 +126,7 @@ def test_shrink_guard_blocks_a_collapsed_extract_until_the_limit_is_raised(
     source = SampleContactSource(path=str(half), max_delete_fraction=1)
     shrunk = {**pipeline_resources, "salesforce": source}
     blocked = run_profile_path(shrunk, instance)
-    guard = evaluations(blocked)["user_profiles_shrink_guard"]
+    guard = evaluations(blocked)["shrink_guard"]
     assert not blocked.success and not guard.passed
     assert guard.metadata["baseline_row_count"].value == 962
     assert "raise PROFILE_MAX_SHRINK" in guard.description
@@ -159,7 +160,7 @@ def test_readback_check_finds_drift_in_redis(pipeline_resources, redis_client):
     # Emails are masked in the event log: "q***@example.com", never the address itself.
     assert "quinn.garcia.2@example.com" not in examples and "q***@example.com" in examples
     errors = [e for e in instance.all_logs(result.run_id) if e.level == logging.ERROR]
-    assert any("2 of 962 sampled profiles differ" in e.user_message for e in errors)
+    assert any("2 of 962 sampled keys differ" in e.user_message for e in errors)
 
 
 def test_readback_of_a_flushed_redis_fails_loudly(pipeline_resources, redis_client):
@@ -213,7 +214,7 @@ def test_syncs_without_a_rebuild_refuse_profiles_that_failed_their_checks(
     )
     assert not verify.success
     (failure,) = [e for e in verify.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert "user_profiles failed user_profiles_membership_status_allowed" in (
+    assert "user_profiles failed membership_status_allowed" in (
         failure.step_failure_data.user_failure_data.description
     )
     assert redis_client.hget("user:U000001", "membership_status") == "loyalty_member"
@@ -251,9 +252,9 @@ def test_user_id_check_flags_ids_with_leading_or_trailing_spaces(pipeline_resour
             "SELECT * FROM (VALUES ('U1'), ('U1 '), (' U2'), ('U3\t')) AS t(user_id)"
         )
     result = dg.materialize(
-        [user_profiles, user_profiles_user_id_valid],
+        [user_profiles, user_id_valid],
         resources=pipeline_resources,
-        selection=dg.AssetSelection.checks(user_profiles_user_id_valid),
+        selection=dg.AssetSelection.checks(user_id_valid),
         raise_on_error=False,
     )
     (evaluation,) = result.get_asset_check_evaluations()

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.activation import USER_PROFILES_BLOCKING_CHECKS
 from personalization_pipeline.definitions import defs
 from tests.conftest import REPO_ROOT
 
@@ -52,16 +51,6 @@ def test_everything_that_opens_the_warehouse_is_in_the_duckdb_pool():
     assert {d.node_def.name: d.op.pool for d in users} == {d.node_def.name: "duckdb" for d in users}
 
 
-def test_the_redis_sync_gates_on_every_blocking_check_of_user_profiles():
-    graph = defs.resolve_asset_graph()
-    blocking = {
-        key.name
-        for key in graph.get_check_keys_for_assets({dg.AssetKey("user_profiles")})
-        if graph.get_check_spec(key).blocking
-    }
-    assert blocking == set(USER_PROFILES_BLOCKING_CHECKS)
-
-
 def test_the_event_drain_is_a_source_with_its_own_job_and_sensor():
     graph = defs.resolve_asset_graph()
     raw_events = graph.get(dg.AssetKey("raw_events"))
@@ -93,3 +82,18 @@ def test_workspace_validates_with_the_dagster_cli():
         timeout=120,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def test_everything_in_the_ui_explains_itself():
+    """Assets, checks, sensors, schedules and every Launchpad config field have a description."""
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).description, key
+        for check in graph.get_check_keys_for_assets({key}):
+            assert graph.get_check_spec(check).description, check
+    for automation in [*defs.sensors, *defs.schedules]:
+        assert automation.description, automation.name
+    for assets_def in defs.assets:
+        fields = getattr(assets_def.op.config_schema.config_type, "fields", {})
+        for name, field in fields.items():
+            assert field.description, f"{assets_def.op.name} config field {name}"

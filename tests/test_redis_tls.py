@@ -78,7 +78,7 @@ def test_the_job_runs_over_tls_with_a_client_certificate_as_the_acl_user(
     result = run_job(resources)
     assert result.success
     checks = result.get_asset_check_evaluations()
-    assert "redis_user_profiles_readback" in {check.check_name for check in checks}
+    assert "readback" in {check.check_name for check in checks}
     assert all(check.passed for check in checks)
     expected = expected_hashes()
     assert set(admin.scan_iter(count=1000)) == {*expected, sync_epoch_key("user_profiles")}

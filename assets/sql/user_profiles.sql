@@ -5,9 +5,9 @@ CREATE OR REPLACE TABLE analytics.contact_email_links AS
 SELECT contact.id AS contact_id,
        CASE WHEN count(*) = 1 THEN min(identity.user_id) END AS user_id,
        count(*) AS candidate_user_ids
-FROM raw.salesforce_contact AS contact
+FROM analytics.live_contacts AS contact
 JOIN analytics.identities AS identity ON identity.email = lower(trim(contact.email))
-WHERE NOT contact.is_deleted AND coalesce(trim(contact.user_id), '') = ''
+WHERE NOT contact.has_user_id
 GROUP BY contact.id;
 
 -- analytics.user_profiles: one row per app user, the identify traits the profile sync sends.
@@ -18,10 +18,10 @@ WITH contacts AS (
     FROM (
         SELECT contact.* REPLACE (coalesce(link.user_id, contact.user_id) AS user_id),
                link.user_id IS NOT NULL AS linked_by_email
-        FROM raw.salesforce_contact AS contact
+        FROM analytics.live_contacts AS contact
         LEFT JOIN analytics.contact_email_links AS link ON link.contact_id = contact.id
+        WHERE contact.has_user_id OR link.user_id IS NOT NULL
     )
-    WHERE NOT is_deleted AND coalesce(trim(user_id), '') <> ''
     -- One app user linked to several contacts: a contact that carries the id beats one linked
     -- by email, then the most recently modified contact wins.
     QUALIFY row_number() OVER (

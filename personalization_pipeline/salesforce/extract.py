@@ -39,6 +39,7 @@ from personalization_pipeline.salesforce.client import (
 from personalization_pipeline.salesforce.mapping import check_field_mapping
 from personalization_pipeline.warehouse.csv_files import csv_pages
 from personalization_pipeline.warehouse.schema import ensure_schema
+from personalization_pipeline.warehouse.tables import CONTACT_FIELDS, SALESFORCE_CONTACT
 from personalization_pipeline.warehouse.transaction import transaction
 
 CURSOR_NAME = "salesforce_contact"
@@ -46,17 +47,6 @@ CURSOR_NAME = "salesforce_contact"
 DELETED_CURSOR_NAME = "salesforce_contact_deleted"
 # getDeleted ignores seconds and refuses windows under a minute: a shorter one waits a run.
 MIN_DELETED_WINDOW = timedelta(minutes=1)
-COLUMNS = (
-    "id",
-    "user_id",
-    "email",
-    "first_name",
-    "last_name",
-    "membership_status",
-    "system_modstamp",
-    "is_deleted",
-)
-
 # Every CSV value stays a string until DuckDB casts it, as API values do.
 CSV_OPTIONS: dict[str, object] = {"dtype": str, "keep_default_na": False}
 
@@ -72,23 +62,21 @@ CREATE TABLE IF NOT EXISTS salesforce_state.full_refresh_seen (id VARCHAR PRIMAR
 """
 
 # Counts before the merge: new ids, existing rows whose values change, rows that become deleted.
-COUNT_PAGE = """
+COUNT_PAGE = f"""
 SELECT count(*) FILTER (WHERE r.id IS NULL),
        count(*) FILTER (WHERE r.id IS NOT NULL AND i.system_modstamp >= r.system_modstamp AND (
-           i.user_id IS DISTINCT FROM r.user_id OR i.email IS DISTINCT FROM r.email
-           OR i.first_name IS DISTINCT FROM r.first_name OR i.last_name IS DISTINCT FROM r.last_name
-           OR i.membership_status IS DISTINCT FROM r.membership_status
-           OR i.system_modstamp IS DISTINCT FROM r.system_modstamp
-           OR i.is_deleted IS DISTINCT FROM r.is_deleted)),
+           {" OR ".join(f"i.{c} IS DISTINCT FROM r.{c}" for c in CONTACT_FIELDS if c != "id")})),
        count(*) FILTER (WHERE r.id IS NOT NULL AND i.is_deleted AND NOT r.is_deleted
                         AND i.system_modstamp >= r.system_modstamp),
        max(i.system_modstamp)
 FROM incoming AS i LEFT JOIN raw.salesforce_contact AS r USING (id)
 """
 
-STAGE_PAGE = """
+# The columns cast on the way in, and what their values must be.
+CAST_COLUMNS = {"system_modstamp": "TIMESTAMPTZ", "is_deleted": "BOOLEAN"}
+STAGE_PAGE = f"""
 CREATE OR REPLACE TEMP TABLE incoming AS
-SELECT id, user_id, email, first_name, last_name, membership_status,
+SELECT {", ".join(c for c in CONTACT_FIELDS if c not in CAST_COLUMNS)},
        -- REST sends 2024-01-02T03:04:05.000+0000, Bulk 2.0 and exports 2024-01-02T03:04:05.000Z
        CAST(system_modstamp AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS system_modstamp,
        coalesce(CAST(is_deleted AS BOOLEAN), false) AS is_deleted
@@ -106,14 +94,11 @@ WHERE r.id = d.id AND NOT r.is_deleted AND r.system_modstamp <= d.deleted_date
 """
 
 # Never let an older copy of a record overwrite a newer one.
-MERGE_PAGE = """
-INSERT INTO raw.salesforce_contact
-SELECT *, now() AT TIME ZONE 'UTC' FROM incoming
+MERGE_PAGE = f"""
+INSERT INTO raw.salesforce_contact ({SALESFORCE_CONTACT.select_list()})
+SELECT {", ".join(CONTACT_FIELDS)}, now() AT TIME ZONE 'UTC' FROM incoming
 ON CONFLICT (id) DO UPDATE SET
-    user_id = excluded.user_id, email = excluded.email, first_name = excluded.first_name,
-    last_name = excluded.last_name, membership_status = excluded.membership_status,
-    system_modstamp = excluded.system_modstamp, is_deleted = excluded.is_deleted,
-    loaded_at = excluded.loaded_at
+    {", ".join(f"{c} = excluded.{c}" for c in SALESFORCE_CONTACT.column_names if c != "id")}
 WHERE excluded.system_modstamp >= salesforce_contact.system_modstamp
 """
 
@@ -490,7 +475,7 @@ def _land_page(
     empty = pd.Series([None] * len(frame), dtype=object)
     page = pd.DataFrame(
         {column: frame.get(name, empty) for name, column in fields.items()},
-        columns=list(COLUMNS),
+        columns=list(CONTACT_FIELDS),
         dtype=object,
     )
     result.pages += 1
@@ -523,10 +508,6 @@ def _land_page(
     result.inserted += inserted
     result.updated += updated
     result.marked_deleted += deleted
-
-
-# The columns STAGE_PAGE casts, and what their values must be.
-CAST_COLUMNS = {"system_modstamp": "TIMESTAMPTZ", "is_deleted": "BOOLEAN"}
 
 
 @contextmanager

@@ -69,8 +69,10 @@ from personalization_pipeline.sync.identify import (
     FORBIDDEN_PROTOTYPE,
     JS_WHITESPACE,
     PROTOTYPE_KEY,
+    USER_KEY_TEMPLATE,
     forbidden_trait_name,
     key_prefix,
+    template_key,
 )
 from personalization_pipeline.sync.redis_config import TIMEOUT_SETTING, RedisUnavailable
 from personalization_pipeline.sync.render import (
@@ -142,7 +144,7 @@ class SyncSpec:
     key_column: str
     fields: Mapping[str, str] | Sequence[str]
     """Column → hash field name; a plain list keeps the column names."""
-    key_template: str = "user:{key}"
+    key_template: str = USER_KEY_TEMPLATE
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -159,6 +161,11 @@ class SyncSpec:
             )
         if self.key_template.count("{key}") != 1:
             raise ValueError(f"key_template {self.key_template!r} needs exactly one {{key}}")
+
+    def key(self, value: Any, prefix: str = "") -> str:
+        """The Redis key of the row whose key column holds ``value`` (IdentifyError if blank);
+        the sync's SQL builds the same key (tests hold the two equal)."""
+        return template_key(self.key_template, value, prefix)
 
     @property
     def relation(self) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 __all__ = [
     "FORBIDDEN_PROTOTYPE",
     "PROTOTYPE_KEY",
+    "USER_KEY_TEMPLATE",
     "IdentifyError",
     "encode_identify",
     "forbidden_trait_name",
@@ -39,6 +40,7 @@ __all__ = [
     "key_prefix",
     "parse_json",
     "render_field",
+    "template_key",
     "user_key",
 ]
 
@@ -248,11 +250,22 @@ def key_prefix(prefix: str | None) -> str:
     return trimmed + ":" if trimmed else ""
 
 
+# RudderStack's profile hash key; a SyncSpec's key_template defaults to it.
+USER_KEY_TEMPLATE = "user:{key}"
+
+
+def template_key(template: str, value: Any, prefix: str = "") -> str:
+    """``[prefix:]`` + ``template`` with ``{key}`` replaced by ``value`` as RudderStack renders
+    a userId; raises IdentifyError when blank."""
+    if is_blank(value):
+        raise IdentifyError("Blank userId passed in identify event")
+    before, after = template.split("{key}")
+    return key_prefix(prefix) + before + js_string(value) + after
+
+
 def user_key(user_id: Any, prefix: str = "") -> str:
     """The Redis key RudderStack writes for ``user_id``; raises IdentifyError when blank."""
-    if is_blank(user_id):
-        raise IdentifyError("Blank userId passed in identify event")
-    return key_prefix(prefix) + "user:" + js_string(user_id)
+    return template_key(USER_KEY_TEMPLATE, user_id, prefix)
 
 
 def _flatten(obj: Mapping[Any, Any], parent: str, out: dict[str, Any]) -> None:

@@ -20,9 +20,9 @@ class ContactCounts:
 def contact_counts(connection: duckdb.DuckDBPyConnection) -> ContactCounts:
     rows, deleted, without_user_id = connection.execute(
         """
-        SELECT count(*), count(*) FILTER (is_deleted),
-               count(*) FILTER (NOT is_deleted AND coalesce(trim(user_id), '') = '')
-        FROM raw.salesforce_contact
+        SELECT (SELECT count(*) FROM raw.salesforce_contact),
+               (SELECT count(*) FILTER (is_deleted) FROM raw.salesforce_contact),
+               (SELECT count(*) FILTER (NOT has_user_id) FROM analytics.live_contacts)
         """
     ).fetchone()
     return ContactCounts(rows=rows, deleted=deleted, without_user_id=without_user_id)

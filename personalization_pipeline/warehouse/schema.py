@@ -1,73 +1,89 @@
-"""Raw tables as the warehouse stores them; created on first use so a fresh file just works."""
+"""The warehouse schema and its migrations: a fresh file and a deployed one end up the same.
+
+`meta.schema_version` records which migrations a warehouse file has had; `ensure_schema`
+applies the missing ones in order, each in its own transaction. Migration 1 creates the tables
+from their column specs (`tables.py`) as they are today, with IF NOT EXISTS, so a warehouse
+from before versioning keeps what it has; every later change is a new migration written so
+that it also holds on a fresh file (``ADD COLUMN IF NOT EXISTS``, ``CREATE OR REPLACE``).
+SQL that writes these tables names its columns (`Table.select_list`): a column added by a
+migration sits last in an old file and in its spec's place in a new one.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import duckdb
 
-RAW_TABLES = """
-CREATE SCHEMA IF NOT EXISTS raw;
-CREATE SCHEMA IF NOT EXISTS analytics;
-CREATE TABLE IF NOT EXISTS raw.salesforce_contact (
-    id VARCHAR PRIMARY KEY,
-    user_id VARCHAR,
-    email VARCHAR,
-    first_name VARCHAR,
-    last_name VARCHAR,
-    membership_status VARCHAR,
-    system_modstamp TIMESTAMP,          -- UTC
-    is_deleted BOOLEAN NOT NULL,
-    loaded_at TIMESTAMP NOT NULL
+from personalization_pipeline.warehouse.tables import LANDED_TABLES
+from personalization_pipeline.warehouse.transaction import transaction
+
+VERSION_TABLE = """
+CREATE SCHEMA IF NOT EXISTS meta;
+CREATE TABLE IF NOT EXISTS meta.schema_version (
+    version INTEGER PRIMARY KEY,
+    description VARCHAR NOT NULL,
+    applied_at TIMESTAMP NOT NULL
 );
-CREATE TABLE IF NOT EXISTS raw.income_enrichment (
-    email VARCHAR,
-    income_bracket VARCHAR,
-    enriched_at DATE,
-    source_file VARCHAR NOT NULL,
-    loaded_at TIMESTAMP NOT NULL,
-    source_line BIGINT                  -- the row's line (CSV) or row number (Parquet)
-);
--- Events from the gateway's streams, one row per messageId (personalization_pipeline/
--- warehouse/events.py). Timestamps are UTC; payload is the event exactly as accepted.
-CREATE TABLE IF NOT EXISTS raw.events (
-    message_id VARCHAR PRIMARY KEY,
-    type VARCHAR,                       -- lowercased: identify, track, page, ...
-    event VARCHAR,                      -- track name
-    user_id VARCHAR,
-    anonymous_id VARCHAR,
-    "timestamp" TIMESTAMP NOT NULL,     -- when it happened, as resolved by the gateway
-    received_at TIMESTAMP NOT NULL,
-    landed_at TIMESTAMP NOT NULL,
-    stream VARCHAR NOT NULL,
-    entry_id VARCHAR NOT NULL,          -- of the first entry that carried it
-    payload JSON NOT NULL
-);
-CREATE TABLE IF NOT EXISTS raw.events_rejected (
-    stream VARCHAR NOT NULL,
-    entry_id VARCHAR NOT NULL,
-    reason VARCHAR NOT NULL,
-    raw VARCHAR,                        -- the entry's text, to repair and replay by hand
-    rejected_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (stream, entry_id)
-);
-CREATE TABLE IF NOT EXISTS raw.events_trimmed (
-    detected_at TIMESTAMP NOT NULL,
-    stream VARCHAR NOT NULL,
-    entries BIGINT NOT NULL,            -- lost: removed by the stream's MAXLEN before landing
-    how VARCHAR NOT NULL,
-    entry_ids VARCHAR[] NOT NULL        -- known only for entries that were pending
-);
--- Which emails an app user identified with, from identify events (traits, context.traits).
-CREATE TABLE IF NOT EXISTS analytics.identities (
-    user_id VARCHAR NOT NULL,
-    email VARCHAR NOT NULL,             -- trimmed and lowercased, for matching
-    first_seen TIMESTAMP NOT NULL,
-    last_seen TIMESTAMP NOT NULL,
-    PRIMARY KEY (user_id, email)
-);
--- Warehouses created before the tie-break on file order gain the column.
-ALTER TABLE raw.income_enrichment ADD COLUMN IF NOT EXISTS source_line BIGINT;
+"""
+
+# Live contacts, and whether each carries an app user id: the filter the profile models,
+# their counts and the email linking share.
+LIVE_CONTACTS_VIEW = """
+CREATE OR REPLACE VIEW analytics.live_contacts AS
+SELECT *, coalesce(trim(user_id), '') <> '' AS has_user_id
+FROM raw.salesforce_contact
+WHERE NOT is_deleted
 """
 
 
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sql: str
+
+
+MIGRATIONS = (
+    Migration(
+        1,
+        "raw and analytics tables",
+        "CREATE SCHEMA IF NOT EXISTS raw; CREATE SCHEMA IF NOT EXISTS analytics;\n"
+        + "\n".join(table.create_sql() for table in LANDED_TABLES),
+    ),
+    # Warehouses created before the tie-break on file order gain the column.
+    Migration(
+        2,
+        "raw.income_enrichment.source_line",
+        "ALTER TABLE raw.income_enrichment ADD COLUMN IF NOT EXISTS source_line BIGINT",
+    ),
+    Migration(3, "analytics.live_contacts view", LIVE_CONTACTS_VIEW),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def schema_version(connection: duckdb.DuckDBPyConnection) -> int:
+    connection.execute(VERSION_TABLE)
+    (version,) = connection.execute(
+        "SELECT coalesce(max(version), 0) FROM meta.schema_version"
+    ).fetchone()
+    return version
+
+
 def ensure_schema(connection: duckdb.DuckDBPyConnection) -> None:
-    connection.execute(RAW_TABLES)
+    """Bring the warehouse to the latest schema; a file newer than this code is refused."""
+    current = schema_version(connection)
+    if current > LATEST_VERSION:
+        raise RuntimeError(
+            f"The warehouse is at schema version {current}, newer than this code knows "
+            f"({LATEST_VERSION}): deploy the newer code, or point WAREHOUSE_PATH at another file"
+        )
+    for migration in MIGRATIONS:
+        if migration.version <= current:
+            continue
+        with transaction(connection):
+            connection.execute(migration.sql)
+            connection.execute(
+                "INSERT INTO meta.schema_version VALUES (?, ?, now() AT TIME ZONE 'UTC')",
+                [migration.version, migration.description],
+            )
