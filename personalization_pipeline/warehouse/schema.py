@@ -64,6 +64,36 @@ CREATE TABLE IF NOT EXISTS analytics.identities (
     last_seen TIMESTAMP NOT NULL,
     PRIMARY KEY (user_id, email)
 );
+-- The product catalog and the historical orders, as the last file drop held them
+-- (personalization_pipeline/warehouse/catalog.py). Lines that could not land are in
+-- raw.rejected_lines.
+CREATE TABLE IF NOT EXISTS raw.products (
+    sku VARCHAR NOT NULL,
+    name VARCHAR,
+    category VARCHAR NOT NULL,
+    price DECIMAL(12, 2) NOT NULL,
+    member_only BOOLEAN NOT NULL,
+    source_file VARCHAR NOT NULL,
+    loaded_at TIMESTAMP NOT NULL,
+    source_line BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS raw.orders (
+    order_id VARCHAR NOT NULL,
+    user_id VARCHAR NOT NULL,
+    sku VARCHAR NOT NULL,
+    ordered_at TIMESTAMP NOT NULL,      -- UTC
+    source_file VARCHAR NOT NULL,
+    loaded_at TIMESTAMP NOT NULL,
+    source_line BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS raw.rejected_lines (
+    table_name VARCHAR NOT NULL,        -- the table the line was meant for
+    source_file VARCHAR NOT NULL,
+    source_line BIGINT NOT NULL,
+    reason VARCHAR NOT NULL,
+    line VARCHAR NOT NULL,              -- the line's values as JSON, to repair by hand
+    rejected_at TIMESTAMP NOT NULL
+);
 -- Warehouses created before the tie-break on file order gain the column.
 ALTER TABLE raw.income_enrichment ADD COLUMN IF NOT EXISTS source_line BIGINT;
 """
