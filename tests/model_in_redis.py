@@ -20,20 +20,22 @@ from personalization_pipeline.keys import (
 
 def model_to_redis(client: Any, connection: duckdb.DuckDBPyConnection, prefix: str = "") -> None:
     pipe = client.pipeline(transaction=False)
-    for sku, neighbour, similarity, category, band, member_only in connection.sql(
-        "SELECT sku, neighbour_sku, similarity, category, price_band, member_only "
-        "FROM analytics.product_similarity"
-    ).fetchall():
-        member = product_member(neighbour, category, band, member_only)
-        pipe.zadd(similar_key(sku, prefix), {member: similarity})
-    for list_category, sku, buyers, category, band, member_only in connection.sql(
-        "SELECT NULL, sku, buyers, category, price_band, member_only "
-        "FROM analytics.popular_products UNION ALL "
-        "SELECT category, sku, buyers, category, price_band, member_only "
-        "FROM analytics.popular_products_by_category"
-    ).fetchall():
-        member = product_member(sku, category, band, member_only)
-        pipe.zadd(popular_key(list_category, prefix), {member: buyers})
+    # (sorted set, member's SKU, score, member's attributes) for every list.
+    lists = connection.sql(
+        """
+        SELECT 'similar', sku, neighbour_sku, similarity, category, price_band, member_only
+        FROM analytics.product_similarity
+        UNION ALL
+        SELECT 'popular', NULL, sku, buyers, category, price_band, member_only
+        FROM analytics.popular_products
+        UNION ALL
+        SELECT 'popular', category, sku, buyers, category, price_band, member_only
+        FROM analytics.popular_products_by_category
+        """
+    ).fetchall()
+    for kind, name, sku, score, category, band, member_only in lists:
+        key = similar_key(name, prefix) if kind == "similar" else popular_key(name, prefix)
+        pipe.zadd(key, {product_member(sku, category, band, member_only): score})
     for sku, name, category, price, member_only, band in connection.sql(
         "SELECT sku, name, category, price, member_only, price_band FROM analytics.product_catalog"
     ).fetchall():
