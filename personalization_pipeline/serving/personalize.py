@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Generator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -61,7 +61,26 @@ class Personalization:
     recommendations: tuple[Recommendation, ...]
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        """The HTTP answer, camelCase as RudderStack's payloads are."""
+        return orjson.dumps(
+            {
+                "userId": self.user_id,
+                "knownUser": self.known_user,
+                "coldStart": self.cold_start,
+                "recommendations": [
+                    {
+                        "sku": r.sku,
+                        "score": r.score,
+                        "category": r.category,
+                        "priceBand": r.price_band,
+                        "memberOnly": r.member_only,
+                        "source": r.source,
+                        "reasons": r.reasons,
+                    }
+                    for r in self.recommendations
+                ],
+            }
+        )
 
 
 def personalize(
