@@ -58,7 +58,8 @@ def generate(path: Path, orders: int, products: int) -> int:
                 SELECT i AS order_id, CAST(floor(random() * {BUYERS}) AS BIGINT) AS buyer,
                        CAST(floor({products} * pow(random(), 3)) AS BIGINT) AS first_sku,
                        1 + CAST(floor(random() * 4) AS BIGINT) AS items,
-                       TIMESTAMP '2024-01-01' + to_seconds(CAST(random() * 3e7 AS BIGINT)) AS ordered
+                       TIMESTAMP '2024-01-01'
+                           + to_seconds(CAST(random() * 3e7 AS BIGINT)) AS ordered
                 FROM range({orders}) AS t(i)
             )
             SELECT 'O' || order_id, 'U' || buyer,
