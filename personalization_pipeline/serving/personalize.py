@@ -140,7 +140,7 @@ def _plan(user_id: str, limit: int, prefix: str, category: str | None) -> Plan:
             _zrange(similar_key(sku, prefix), rules.NEIGHBOURS_READ) for sku in recent
         ]
     ranking = _Ranking(profile, {*recent, *_logged_skus(logged, user_id)}, category)
-    chosen = ranking.similar(recent, neighbours)[:limit]
+    chosen = ranking.similar(recent, neighbours, limit)
     if len(chosen) < limit:
         chosen += ranking.popular(popular, {r.sku for r in chosen})[: limit - len(chosen)]
     return Personalization(
@@ -180,31 +180,36 @@ class _Ranking:
                 )
         return factor, why
 
-    def similar(self, recent: list[str], neighbour_lists: list[list]) -> list[Recommendation]:
+    def similar(
+        self, recent: list[str], neighbour_lists: list[list], limit: int
+    ) -> list[Recommendation]:
+        """The best ``limit`` neighbours; reasons are written for those only (the cost)."""
         scores: dict[str, float] = {}
-        because: dict[str, list[tuple[float, str]]] = {}
+        because: dict[str, list[tuple[float, int, float]]] = {}
         products: dict[str, ProductMember] = {}
-        for position, (anchor, neighbours) in enumerate(zip(recent, neighbour_lists, strict=True)):
+        for position, neighbours in enumerate(neighbour_lists):
             weight = rules.RECENCY_WEIGHTS[position]
             for member, similarity in neighbours:
                 product = ProductMember.parse(member)
                 products[product.sku] = product
                 scores[product.sku] = scores.get(product.sku, 0.0) + weight * similarity
                 because.setdefault(product.sku, []).append(
-                    (
-                        weight * similarity,
-                        f"similar to {anchor}, your purchase #{position + 1} "
-                        f"(similarity {similarity:.2f} x recency {weight})",
-                    )
+                    (weight * similarity, position, similarity)
                 )
-        found = []
+        ranked = []
         for sku, score in scores.items():
             adjusted = self._adjust(products[sku])
             if adjusted is not None:
-                factor, why = adjusted
-                reasons = [text for _, text in sorted(because[sku], key=lambda c: -c[0])]
-                found.append(_recommend(products[sku], score * factor, "similar", reasons + why))
-        return _ranked(found)
+                ranked.append((-round(score * adjusted[0], 6), sku, adjusted[1]))
+        found = []
+        for score, sku, why in sorted(ranked)[:limit]:
+            reasons = [
+                f"similar to {recent[position]}, your purchase #{position + 1} "
+                f"(similarity {similarity:.2f} x recency {rules.RECENCY_WEIGHTS[position]})"
+                for _, position, similarity in sorted(because[sku], key=lambda c: -c[0])
+            ]
+            found.append(_recommend(products[sku], -score, "similar", reasons + why))
+        return found
 
     def popular(self, popular: list, taken: set[str]) -> list[Recommendation]:
         top = popular[0][1] if popular else 1.0
