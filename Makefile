@@ -18,10 +18,11 @@ demo: $(STAMP)
 dev: $(STAMP)
 	$(BIN)/personalization dev
 
-# The demo's write key unless EVENTS_WRITE_KEYS is set; the command alone refuses to start
-# without one.
+# The demo's write and read keys unless EVENTS_WRITE_KEYS / PERSONALIZE_READ_KEYS are set; the
+# command alone refuses to start without a write key.
 serve: $(STAMP)
-	EVENTS_WRITE_KEYS="$${EVENTS_WRITE_KEYS:-demo-write-key}" $(BIN)/personalization serve
+	EVENTS_WRITE_KEYS="$${EVENTS_WRITE_KEYS:-demo-write-key}" \
+	PERSONALIZE_READ_KEYS="$${PERSONALIZE_READ_KEYS:-demo-read-key}" $(BIN)/personalization serve
 
 test: lint
 	$(BIN)/pytest

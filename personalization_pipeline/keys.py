@@ -11,20 +11,46 @@ encoding). The keys the real-time path adds sit beside it:
   is not a hotspot and one user's events stay in order in one stream.
 - ``[prefix:]_sync:<sync name>:epoch``: the marker a warehouse sync keeps in Redis to notice
   that Redis lost its data (see ``sync/state.py``).
+
+The recommendation model's keys (warehouse tables in ``assets/sql/``, read by
+``serving/personalize.py``):
+
+- ``[prefix:]similar:<sku>``: sorted set, the SKU's nearest neighbours
+  (analytics.product_similarity), scored by similarity.
+- ``[prefix:]popular`` and ``[prefix:]popular:<category>``: sorted sets, the most bought
+  products overall (analytics.popular_products) and per category
+  (analytics.popular_products_by_category), scored by distinct buyers.
+- ``[prefix:]product:<sku>``: hash, the catalog row (analytics.product_catalog: name,
+  category, price, member_only, price_band) for anyone who shows a product.
+
+A member of the sorted sets is not a bare SKU but :func:`product_member`, the compact JSON
+``["<sku>","<category>",<price band>,<member_only>]``: the read path's rules need those three
+attributes of every candidate, and a candidate is known only once its sorted set is read, so
+carrying them in the member is what lets personalize() answer in two round trips instead of
+three. A catalog change therefore changes the members of every list holding the product;
+such a list is replaced whole.
 """
 
 from __future__ import annotations
 
 import zlib
+from typing import NamedTuple
+
+import orjson
 
 from personalization_pipeline.sync.identify import key_prefix, user_key
 
 __all__ = [
     "EVENTS_CONSUMER_GROUP",
     "EVENT_FIELD",
+    "ProductMember",
     "event_stream_key",
     "event_stream_keys",
+    "popular_key",
+    "product_key",
+    "product_member",
     "purchases_key",
+    "similar_key",
     "stream_shard",
     "sync_epoch_key",
     "user_key",
@@ -68,3 +94,33 @@ def event_stream_keys(shards: int, prefix: str = "") -> list[str]:
 
 def sync_epoch_key(sync_name: str, prefix: str = "") -> str:
     return f"{key_prefix(prefix)}_sync:{sync_name}:epoch"
+
+
+def similar_key(sku: str, prefix: str = "") -> str:
+    return f"{key_prefix(prefix)}similar:{sku}"
+
+
+def popular_key(category: str | None = None, prefix: str = "") -> str:
+    """The popular list of ``category``, or of the whole catalog when None."""
+    return f"{key_prefix(prefix)}popular" + ("" if category is None else f":{category}")
+
+
+def product_key(sku: str, prefix: str = "") -> str:
+    return f"{key_prefix(prefix)}product:{sku}"
+
+
+class ProductMember(NamedTuple):
+    """A member of the similar / popular sorted sets, decoded."""
+
+    sku: str
+    category: str
+    price_band: int
+    member_only: bool
+
+    @classmethod
+    def parse(cls, member: str | bytes) -> ProductMember:
+        return cls(*orjson.loads(member))
+
+
+def product_member(sku: str, category: str, price_band: int, member_only: bool) -> str:
+    return orjson.dumps([sku, category, price_band, member_only]).decode()

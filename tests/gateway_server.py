@@ -48,14 +48,20 @@ def post(
     url: str, path: str, body: bytes, headers: dict[str, str] | None = None, auth: bool = True
 ) -> tuple[int, bytes, dict[str, str]]:
     """POST raw bytes; returns status, body and lower-cased headers."""
-    host, port = url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=30)
     all_headers = {"Content-Type": "application/json"}
     if auth:
         all_headers["Authorization"] = basic(WRITE_KEY)
     all_headers.update(headers or {})
+    return request(url, "POST", path, body, all_headers)
+
+
+def request(
+    url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+) -> tuple[int, bytes, dict[str, str]]:
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
     try:
-        connection.request("POST", path, body=body, headers=all_headers)
+        connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
         return response.status, response.read(), {k.lower(): v for k, v in response.getheaders()}
     finally:

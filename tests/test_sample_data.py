@@ -13,5 +13,5 @@ def test_generator_reproduces_the_bundled_files(tmp_path: Path):
         check=True,
         capture_output=True,
     )
-    for name in ("salesforce_contacts.csv", "income_enrichment.csv"):
+    for name in ("salesforce_contacts.csv", "income_enrichment.csv", "products.csv", "orders.csv"):
         assert (tmp_path / name).read_bytes() == (SAMPLE_DIR / name).read_bytes(), name

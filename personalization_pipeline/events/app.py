@@ -31,6 +31,8 @@ from personalization_pipeline.events.config import GatewaySettings
 from personalization_pipeline.events.connection import async_client
 from personalization_pipeline.events.effects import EventEffects
 from personalization_pipeline.events.intake import Rejection, accept_events
+from personalization_pipeline.serving.personalize import personalize_async
+from personalization_pipeline.sync.identify import IdentifyError
 
 __all__ = ["EVENT_TYPES", "create_app"]
 
@@ -40,6 +42,7 @@ EVENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 TEXT = "text/plain; charset=utf-8"
 # rudder-server measures a single event after wrapping it as {"batch":[event]}.
 WRAP_OVERHEAD = len(b'{"batch":[]}')
+MAX_LIMIT = 100
 
 NO_WRITE_KEY = Rejection(401, "failed to read writekey from header")
 UNKNOWN_WRITE_KEY = Rejection(401, "invalid write key")
@@ -47,6 +50,11 @@ TOO_LARGE = Rejection(413, "request size exceeds max limit")
 UNREADABLE = Rejection(500, "failed to read body from request")
 UNAVAILABLE = Rejection(503, "event store unavailable, retry later")
 NOT_STORED = Rejection(500, "failed to store events")
+NO_READ_KEY = Rejection(401, "failed to read read key from header")
+UNKNOWN_READ_KEY = Rejection(401, "invalid read key")
+BAD_LIMIT = Rejection(400, f"limit must be an integer from 1 to {MAX_LIMIT}")
+BLANK_USER = Rejection(400, "userId is blank")
+UNREADABLE_PROFILES = Rejection(503, "profile store unavailable, retry later")
 
 
 def _error(rejection: Rejection) -> Response:
@@ -59,18 +67,27 @@ def _error(rejection: Rejection) -> Response:
     )
 
 
-def _write_key(authorization: str | None) -> bytes:
+def _basic_user(authorization: str | None, missing: Rejection) -> bytes:
     """The user name of a Basic auth header, as Go's Request.BasicAuth reads it."""
     if not authorization or authorization[:6].lower() != "basic ":
-        raise NO_WRITE_KEY
+        raise missing
     try:
         decoded = base64.b64decode(authorization[6:], validate=True)
     except (binascii.Error, ValueError):
-        raise NO_WRITE_KEY from None
+        raise missing from None
     user, colon, _ = decoded.partition(b":")
     if not colon or not user:
-        raise NO_WRITE_KEY
+        raise missing
     return user
+
+
+def _authenticate(request: Request, keys: list[bytes], missing: Rejection, unknown: Rejection):
+    user = _basic_user(request.headers.get("authorization"), missing)
+    known = False
+    for key in keys:  # every key compared, in constant time: no timing hint of a near miss
+        known |= hmac.compare_digest(user, key)
+    if not known:
+        raise unknown
 
 
 def _gunzip(raw: bytes, limit: int) -> bytes:
@@ -94,6 +111,7 @@ class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self._keys = [key.encode() for key in settings.write_keys]
+        self._read_keys = [key.encode() for key in settings.read_keys]
         self.effects: EventEffects | None = None
 
     @asynccontextmanager
@@ -111,14 +129,6 @@ class Gateway:
             yield
         finally:
             await client.aclose()
-
-    def _authenticate(self, request: Request) -> None:
-        user = _write_key(request.headers.get("authorization"))
-        known = False
-        for key in self._keys:
-            known |= hmac.compare_digest(user, key)
-        if not known:
-            raise UNKNOWN_WRITE_KEY
 
     async def _body(self, request: Request, limit: int) -> bytes:
         gzipped = request.headers.get("content-encoding") == "gzip"
@@ -140,7 +150,7 @@ class Gateway:
 
         async def handle(request: Request) -> Response:
             try:
-                self._authenticate(request)
+                _authenticate(request, self._keys, NO_WRITE_KEY, UNKNOWN_WRITE_KEY)
                 body = await self._body(request, limit)
                 accepted = accept_events(body, event_type, datetime.now(UTC), _client_ip(request))
                 await self._store(accepted)
@@ -162,6 +172,28 @@ class Gateway:
             log.error("Redis at %s refused the events (%s): answering 500", where, error)
             raise NOT_STORED from error
 
+    async def personalize(self, request: Request) -> Response:
+        assert self.effects is not None, "the app's lifespan did not run"
+        try:
+            _authenticate(request, self._read_keys, NO_READ_KEY, UNKNOWN_READ_KEY)
+            limit = _limit(request.query_params.get("limit", "10"))
+            result = await personalize_async(
+                self.effects.client,
+                request.path_params["user_id"],
+                limit,
+                self.settings.destination.prefix,
+                request.query_params.get("category"),
+            )
+        except Rejection as rejection:
+            return _error(rejection)
+        except IdentifyError:
+            return _error(BLANK_USER)
+        except redis.RedisError as error:
+            where = self.settings.destination.display_url()
+            log.warning("Redis at %s could not be read (%s): answering 503", where, error)
+            return _error(UNREADABLE_PROFILES)
+        return Response(result.to_json(), media_type="application/json")
+
     async def health(self, _request: Request) -> Response:
         assert self.effects is not None, "the app's lifespan did not run"
         try:
@@ -171,6 +203,12 @@ class Gateway:
             state, status = "DOWN", 503
         body = orjson.dumps({"server": "UP", "redis": state})
         return Response(body, status, media_type="application/json")
+
+
+def _limit(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
+        raise BAD_LIMIT
+    return int(text)
 
 
 def _client_ip(request: Request) -> str:
@@ -188,5 +226,6 @@ def create_app(settings: GatewaySettings | None = None) -> Starlette:
         for event_type in EVENT_TYPES
     ]
     routes.append(Route("/v1/batch", gateway.endpoint(None), methods=["POST"]))
+    routes.append(Route("/v1/personalize/{user_id}", gateway.personalize, methods=["GET"]))
     routes.append(Route("/health", gateway.health, methods=["GET"]))
     return Starlette(routes=routes, lifespan=gateway.lifespan)

@@ -25,6 +25,8 @@ class NoWriteKeys(ValueError):
 @dataclass(frozen=True)
 class GatewaySettings:
     write_keys: tuple[str, ...]
+    # Keys GET /v1/personalize accepts; none: every read is refused (401).
+    read_keys: tuple[str, ...] = ()
     destination: RedisDestination = field(default_factory=RedisDestination)
     streams: EventStreams = field(default_factory=EventStreams)
     purchase_events: tuple[str, ...] = ("Order Completed",)
@@ -41,7 +43,8 @@ class GatewaySettings:
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
-        """EVENTS_WRITE_KEYS, EVENTS_PURCHASE_EVENTS, the streams' and Redis's variables."""
+        """EVENTS_WRITE_KEYS, PERSONALIZE_READ_KEYS, EVENTS_PURCHASE_EVENTS, the streams' and
+        Redis's variables."""
         url = os.environ.get("REDIS_URL")
         destination = RedisDestination.from_url(url) if url else RedisDestination()
         destination = replace(
@@ -53,6 +56,7 @@ class GatewaySettings:
         purchases = _names(os.environ.get("EVENTS_PURCHASE_EVENTS") or "Order Completed")
         return cls(
             write_keys=_names(os.environ.get("EVENTS_WRITE_KEYS", "")),
+            read_keys=_names(os.environ.get("PERSONALIZE_READ_KEYS", "")),
             destination=destination,
             streams=EventStreams.from_env(),
             purchase_events=purchases,

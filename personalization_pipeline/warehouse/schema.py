@@ -15,7 +15,18 @@ from dataclasses import dataclass
 
 import duckdb
 
-from personalization_pipeline.warehouse.tables import LANDED_TABLES
+from personalization_pipeline.warehouse.tables import (
+    EVENTS,
+    EVENTS_REJECTED,
+    EVENTS_TRIMMED,
+    IDENTITIES,
+    INCOME_ENRICHMENT,
+    ORDERS,
+    PRODUCTS,
+    REJECTED_LINES,
+    SALESFORCE_CONTACT,
+    Table,
+)
 from personalization_pipeline.warehouse.transaction import transaction
 
 VERSION_TABLE = """
@@ -37,6 +48,10 @@ WHERE NOT is_deleted
 """
 
 
+def create_tables(*tables: Table) -> str:
+    return "\n".join(table.create_sql() for table in tables)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -49,7 +64,14 @@ MIGRATIONS = (
         1,
         "raw and analytics tables",
         "CREATE SCHEMA IF NOT EXISTS raw; CREATE SCHEMA IF NOT EXISTS analytics;\n"
-        + "\n".join(table.create_sql() for table in LANDED_TABLES),
+        + create_tables(
+            SALESFORCE_CONTACT,
+            INCOME_ENRICHMENT,
+            EVENTS,
+            EVENTS_REJECTED,
+            EVENTS_TRIMMED,
+            IDENTITIES,
+        ),
     ),
     # Warehouses created before the tie-break on file order gain the column.
     Migration(
@@ -58,6 +80,11 @@ MIGRATIONS = (
         "ALTER TABLE raw.income_enrichment ADD COLUMN IF NOT EXISTS source_line BIGINT",
     ),
     Migration(3, "analytics.live_contacts view", LIVE_CONTACTS_VIEW),
+    Migration(
+        4,
+        "raw.products, raw.orders, raw.rejected_lines",
+        create_tables(PRODUCTS, ORDERS, REJECTED_LINES),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -149,6 +149,48 @@ USER_PROFILES = Table(
     ),
 )
 
+PRODUCTS = Table(
+    "raw.products",
+    "The product catalog as the last file drop held it (warehouse/catalog.py).",
+    (
+        Column("sku", "VARCHAR", constraint="NOT NULL"),
+        Column("name", "VARCHAR"),
+        Column("category", "VARCHAR", constraint="NOT NULL"),
+        Column("price", "DECIMAL(12, 2)", constraint="NOT NULL"),
+        Column("member_only", "BOOLEAN", "Shown to loyalty members only", "NOT NULL"),
+        Column("source_file", "VARCHAR", constraint="NOT NULL"),
+        Column("loaded_at", "TIMESTAMP", constraint="NOT NULL"),
+        Column("source_line", "BIGINT", constraint="NOT NULL"),
+    ),
+)
+
+ORDERS = Table(
+    "raw.orders",
+    "Historical order lines as the last file drop held them.",
+    (
+        Column("order_id", "VARCHAR", constraint="NOT NULL"),
+        Column("user_id", "VARCHAR", constraint="NOT NULL"),
+        Column("sku", "VARCHAR", constraint="NOT NULL"),
+        Column("ordered_at", "TIMESTAMP", "UTC", "NOT NULL"),
+        Column("source_file", "VARCHAR", constraint="NOT NULL"),
+        Column("loaded_at", "TIMESTAMP", constraint="NOT NULL"),
+        Column("source_line", "BIGINT", constraint="NOT NULL"),
+    ),
+)
+
+REJECTED_LINES = Table(
+    "raw.rejected_lines",
+    "Lines of a file drop that could not land, with the reason, to repair by hand.",
+    (
+        Column("table_name", "VARCHAR", "The table the line was meant for", "NOT NULL"),
+        Column("source_file", "VARCHAR", constraint="NOT NULL"),
+        Column("source_line", "BIGINT", constraint="NOT NULL"),
+        Column("reason", "VARCHAR", constraint="NOT NULL"),
+        Column("line", "VARCHAR", "The line's values as JSON", "NOT NULL"),
+        Column("rejected_at", "TIMESTAMP", constraint="NOT NULL"),
+    ),
+)
+
 # Tables the warehouse creates up front (the rest are built by SQL models).
 LANDED_TABLES = (
     SALESFORCE_CONTACT,
@@ -157,4 +199,7 @@ LANDED_TABLES = (
     EVENTS_REJECTED,
     EVENTS_TRIMMED,
     IDENTITIES,
+    PRODUCTS,
+    ORDERS,
+    REJECTED_LINES,
 )

@@ -1,0 +1,62 @@
+-- What the recommendation model learns from and recommends. Run by
+-- personalization_pipeline/warehouse/recommendations.py, which sets the variables read with
+-- getvariable(): purchase_events, max_items_per_order, max_items_per_user, price_bands.
+
+-- analytics.product_catalog: the catalog with each product's price band, 1 (cheapest) to
+-- price_bands, by price rank within its category (a cheap TV still costs more than a dear
+-- sock). Equal prices share a band; a category of n products spreads over min(n, bands).
+CREATE OR REPLACE TABLE analytics.product_catalog AS
+SELECT sku, name, category, price, member_only,
+       CAST(ceil(getvariable('price_bands') * cume_dist() OVER (
+           PARTITION BY category ORDER BY price)) AS INTEGER) AS price_band
+FROM raw.products
+ORDER BY sku;
+
+-- Every purchase line: purchase events (track events named in EVENTS_PURCHASE_EVENTS, SKUs in
+-- properties.products[].sku else properties.sku, as the gateway reads them in
+-- events/effects.py purchase_skus; string and integer SKUs) and the historical orders.
+-- Anonymous purchases count with their anonymousId as the buyer.
+CREATE OR REPLACE TEMP TABLE purchase_lines AS
+WITH purchase_events AS (
+    SELECT message_id,
+           coalesce(user_id, 'anonymous:' || anonymous_id) AS buyer,
+           "timestamp" AS ordered_at,
+           CASE WHEN json_type(payload, '$.properties.products') = 'ARRAY'
+                THEN json_extract(payload, '$.properties.products[*].sku')
+                ELSE [json_extract(payload, '$.properties.sku')]
+           END AS sku_values
+    FROM raw.events
+    WHERE type = 'track' AND list_contains(getvariable('purchase_events'), event)
+)
+SELECT *
+FROM (
+    SELECT 'event:' || message_id AS order_id, buyer,
+           CASE WHEN json_type(sku_value) IN ('VARCHAR', 'BIGINT', 'UBIGINT')
+                THEN sku_value ->> '$' END AS sku,
+           ordered_at
+    FROM purchase_events, unnest(sku_values) AS skus(sku_value)
+)
+WHERE sku <> ''
+UNION ALL
+SELECT 'order:' || order_id, user_id, sku, ordered_at
+FROM raw.orders;
+
+-- The guards on the self-join below. An order with more than max_items_per_order distinct
+-- SKUs (a wholesale or test order) says little about taste and is left out; each buyer keeps
+-- only their max_items_per_user most recently bought SKUs. A buyer then adds at most
+-- max_items_per_user * (max_items_per_user - 1) pairs, so no huge basket can explode the join.
+CREATE OR REPLACE TEMP TABLE order_sizes AS
+SELECT order_id, count(DISTINCT sku) AS skus FROM purchase_lines GROUP BY order_id;
+
+CREATE OR REPLACE TEMP TABLE buyer_items AS
+SELECT line.buyer, line.sku, max(line.ordered_at) AS last_bought
+FROM purchase_lines AS line
+JOIN order_sizes USING (order_id)
+WHERE order_sizes.skus <= getvariable('max_items_per_order')
+GROUP BY line.buyer, line.sku
+QUALIFY row_number() OVER (
+    PARTITION BY line.buyer ORDER BY max(line.ordered_at) DESC, line.sku
+) <= getvariable('max_items_per_user');
+
+CREATE OR REPLACE TEMP TABLE item_buyers AS
+SELECT sku, count(*) AS buyers FROM buyer_items GROUP BY sku;

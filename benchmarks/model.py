@@ -1,0 +1,145 @@
+"""Recommendation model benchmark: build time and peak memory over 1,000,000 orders.
+
+Generates a catalog of 50,000 products and 1,000,000 orders (1-4 items each, popularity
+skewed, 200,000 buyers) plus a few huge orders (3 x 3,000 items, as a wholesale or test order
+would be) into a DuckDB file, then builds the model (assets/sql/) in a fresh child process
+twice: with the default caps, and with the caps lifted (the same-run baseline that shows what
+the guards save). Peak memory is the child's maximum resident set size.
+
+    .venv/bin/python benchmarks/model.py [--orders 1000000] [--products 50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from personalization_pipeline.warehouse.recommendations import (  # noqa: E402
+    ModelSettings,
+    build_recommendations,
+)
+from personalization_pipeline.warehouse.schema import ensure_schema  # noqa: E402
+
+BUYERS = 200_000
+HUGE_ORDERS = 3
+HUGE_ITEMS = 3_000
+
+
+def generate(path: Path, orders: int, products: int) -> int:
+    """The catalog and the orders in raw.products / raw.orders; returns the order lines."""
+    with duckdb.connect(str(path)) as connection:
+        ensure_schema(connection)
+        connection.execute("SELECT setseed(0.42)")
+        connection.execute(
+            f"""
+            INSERT INTO raw.products
+            SELECT 'SKU-' || i, 'Product ' || i, 'category-' || (i % 40),
+                   CAST(1 + random() * 500 AS DECIMAL(12, 2)), random() < 0.1,
+                   'generated', now(), i
+            FROM range({products}) AS t(i)
+            """
+        )
+        # Skewed popularity: SKU index floor(n * u^3) makes low SKUs bestsellers; a second
+        # item is near the first one half the time, so there are real affinities to find.
+        connection.execute(
+            f"""
+            INSERT INTO raw.orders
+            WITH o AS (
+                SELECT i AS order_id, CAST(floor(random() * {BUYERS}) AS BIGINT) AS buyer,
+                       CAST(floor({products} * pow(random(), 3)) AS BIGINT) AS first_sku,
+                       1 + CAST(floor(random() * 4) AS BIGINT) AS items,
+                       TIMESTAMP '2024-01-01'
+                           + to_seconds(CAST(random() * 3e7 AS BIGINT)) AS ordered
+                FROM range({orders}) AS t(i)
+            )
+            SELECT 'O' || order_id, 'U' || buyer,
+                   'SKU-' || CASE WHEN item = 0 THEN first_sku
+                                  WHEN random() < 0.5 THEN (first_sku + item) % {products}
+                                  ELSE CAST(floor({products} * pow(random(), 3)) AS BIGINT) END,
+                   ordered, 'generated', now(), order_id
+            FROM o, range(items) AS r(item)
+            """
+        )
+        connection.execute(
+            f"""
+            INSERT INTO raw.orders
+            SELECT 'HUGE' || h, 'U' || h, 'SKU-' || CAST(floor(random() * {products}) AS BIGINT),
+                   TIMESTAMP '2024-06-01', 'generated', now(), 0
+            FROM range({HUGE_ORDERS}) AS a(h), range({HUGE_ITEMS}) AS b(i)
+            """
+        )
+        (lines,) = connection.execute("SELECT count(*) FROM raw.orders").fetchone()
+    return lines
+
+
+def build(path: str, capped: bool) -> None:
+    """In the child: build the model and print seconds and what it made."""
+    settings = ModelSettings()
+    if not capped:
+        settings = ModelSettings(max_items_per_order=10**9, max_items_per_user=10**9)
+    with duckdb.connect(path) as connection:
+        started = time.perf_counter()
+        result = build_recommendations(connection, ROOT / "assets" / "sql", settings)
+        seconds = time.perf_counter() - started
+    print(f"{seconds:.2f} {result.neighbour_rows} {result.skus_with_neighbours}")
+
+
+def measure(path: Path, capped: bool) -> tuple[float, int, int, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    child = subprocess.run(
+        [sys.executable, __file__, "--build", str(path), *([] if capped else ["--uncapped"])],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if peak_kib <= before:
+        print("  (peak below an earlier child's: the figure is that child's)")
+    seconds, rows, skus = child.stdout.split()
+    return float(seconds), int(rows), int(skus), peak_kib / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=1_000_000)
+    parser.add_argument("--products", type=int, default=50_000)
+    parser.add_argument("--build")
+    parser.add_argument("--uncapped", action="store_true")
+    args = parser.parse_args()
+    if args.build:
+        build(args.build, capped=not args.uncapped)
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "warehouse.duckdb"
+        started = time.perf_counter()
+        lines = generate(path, args.orders, args.products)
+        print(
+            f"generated {args.orders:,} orders + {HUGE_ORDERS} of {HUGE_ITEMS:,} items "
+            f"({lines:,} lines) over {args.products:,} products in "
+            f"{time.perf_counter() - started:.1f} s"
+        )
+        results = {}
+        # Uncapped first, so the capped run's peak (the one that matters) is not hidden.
+        for capped in (False, True):
+            seconds, rows, skus, peak = measure(path, capped)
+            label = "default caps (50 per order, 100 per buyer)" if capped else "caps lifted"
+            print(
+                f"  {label:<44} build {seconds:6.2f} s, peak RSS {peak:7.0f} MiB, "
+                f"{rows:,} neighbour rows for {skus:,} SKUs"
+            )
+            results[capped] = seconds
+        print(f"  capped / uncapped build time = {results[True] / results[False]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

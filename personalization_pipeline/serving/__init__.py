@@ -1,0 +1,1 @@
+"""The last-mile read path: personalize() from Redis (no Dagster)."""
