@@ -95,20 +95,25 @@ def test_a_failed_value_check_blocks_the_redis_sync(
     assert redis_client.dbsize() == 0, "the sync must not run after a failed blocking check"
 
 
-def test_user_id_check_catches_duplicates_and_blanks(pipeline_resources):
-    warehouse = pipeline_resources["warehouse"]
-    with duckdb.connect(warehouse.path) as connection:
+def user_id_check_on(resources: dict, user_ids: str) -> dg.AssetCheckEvaluation:
+    """The user-id check on a user_profiles table holding only the SQL VALUES ``user_ids``."""
+    with duckdb.connect(resources["warehouse"].path) as connection:
         connection.execute(
             "CREATE SCHEMA analytics; CREATE TABLE analytics.user_profiles AS "
-            "SELECT * FROM (VALUES ('u1'), ('u1'), ('u2'), (NULL), ('  ')) AS t(user_id)"
+            f"SELECT * FROM (VALUES {user_ids}) AS t(user_id)"
         )
     result = dg.materialize(
         [user_profiles, user_id_valid],
-        resources=pipeline_resources,
+        resources=resources,
         selection=dg.AssetSelection.checks(user_id_valid),
         raise_on_error=False,
     )
     (evaluation,) = result.get_asset_check_evaluations()
+    return evaluation
+
+
+def test_user_id_check_catches_duplicates_and_blanks(pipeline_resources):
+    evaluation = user_id_check_on(pipeline_resources, "('u1'), ('u1'), ('u2'), (NULL), ('  ')")
     assert not evaluation.passed
     assert evaluation.metadata["violations"].value == 4  # two u1 rows, the null, the blank
 
@@ -246,18 +251,7 @@ def test_a_run_that_failed_before_its_checks_does_not_block_or_break_the_sync(
 
 def test_user_id_check_flags_ids_with_leading_or_trailing_spaces(pipeline_resources):
     """'U1 ' and 'U1' would be two Redis keys for one user; nothing said so."""
-    with duckdb.connect(pipeline_resources["warehouse"].path) as connection:
-        connection.execute(
-            "CREATE SCHEMA analytics; CREATE TABLE analytics.user_profiles AS "
-            "SELECT * FROM (VALUES ('U1'), ('U1 '), (' U2'), ('U3\t')) AS t(user_id)"
-        )
-    result = dg.materialize(
-        [user_profiles, user_id_valid],
-        resources=pipeline_resources,
-        selection=dg.AssetSelection.checks(user_id_valid),
-        raise_on_error=False,
-    )
-    (evaluation,) = result.get_asset_check_evaluations()
+    evaluation = user_id_check_on(pipeline_resources, "('U1'), ('U1 '), (' U2'), ('U3\t')")
     assert not evaluation.passed
     assert evaluation.metadata["violations"].value == 3
     assert evaluation.metadata["user_ids_with_spaces"].value == 3

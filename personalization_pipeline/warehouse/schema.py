@@ -64,6 +64,7 @@ MIGRATIONS = (
         1,
         "raw and analytics tables",
         "CREATE SCHEMA IF NOT EXISTS raw; CREATE SCHEMA IF NOT EXISTS analytics;\n"
+        # Frozen: the tables version 1 had. Tables added later come with their own migration.
         + create_tables(
             SALESFORCE_CONTACT,
             INCOME_ENRICHMENT,
