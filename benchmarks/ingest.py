@@ -24,7 +24,6 @@ import asyncio
 import base64
 import os
 import random
-import shutil
 import socket
 import statistics
 import subprocess
@@ -36,8 +35,8 @@ from pathlib import Path
 
 import orjson
 import redis
+from harness import free_port, start_redis
 
-from personalization_pipeline.cli import redis_server_command
 from personalization_pipeline.keys import event_stream_keys
 
 WRITE_KEY = "bench-write-key"
@@ -215,12 +214,6 @@ def load(
 # --- servers ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_for_port(port: int, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -323,18 +316,8 @@ def main() -> None:
     batches = batch_requests(200)
     singles = single_requests(2000)
     with tempfile.TemporaryDirectory() as directory:
-        redis_port = free_port()
-        binary = shutil.which("redis-server") or "redis-server"
-        store = subprocess.Popen(
-            redis_server_command(binary, redis_port, Path(directory)), stdout=subprocess.DEVNULL
-        )
+        store, redis_port = start_redis(Path(directory))
         client = redis.Redis(port=redis_port)
-        for _ in range(200):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
         url = f"redis://127.0.0.1:{redis_port}/0"
         print(
             f"{os.cpu_count()} CPUs; {args.workers} workers, {args.clients} clients, "

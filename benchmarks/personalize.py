@@ -20,7 +20,6 @@ import asyncio
 import base64
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -34,9 +33,9 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from ingest import free_port, server_command, wait_for_port  # noqa: E402
+from harness import free_port, start_redis  # noqa: E402
+from ingest import server_command, wait_for_port  # noqa: E402
 
-from personalization_pipeline.cli import redis_server_command  # noqa: E402
 from personalization_pipeline.events.effects import PURCHASE_FIELD  # noqa: E402
 from personalization_pipeline.keys import (  # noqa: E402
     popular_key,
@@ -148,19 +147,9 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(7)
     with tempfile.TemporaryDirectory() as directory:
-        port = free_port()
-        binary = shutil.which("redis-server") or "redis-server"
-        store = subprocess.Popen(
-            redis_server_command(binary, port, Path(directory)), stdout=subprocess.DEVNULL
-        )
+        store, port = start_redis(Path(directory))
         try:
             client = redis.Redis(port=port)
-            for _ in range(200):
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.05)
             started = time.perf_counter()
             load(client, rng)
             print(

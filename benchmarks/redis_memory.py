@@ -21,7 +21,7 @@ import duckdb
 import redis
 
 # benchmarks/ is this script's directory, hence on sys.path: share sync.py's server start-up.
-from sync import start_redis
+from harness import start_redis
 
 from assets.activation import PROFILE_SYNC
 from personalization_pipeline.sync.engine import sync_table

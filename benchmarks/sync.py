@@ -17,7 +17,6 @@ import argparse
 import csv
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import duckdb
 import redis
+from harness import start_redis
 
 from personalization_pipeline.sync.engine import SyncSpec, sync_table
 
@@ -39,41 +39,6 @@ FIELDS = [
     "city",
 ]
 SPEC = SyncSpec("user_profiles", "user_profiles", "user_id", FIELDS)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_redis(directory: Path, *extra: str) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(directory),
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    for _ in range(500):
-        try:
-            client.ping()
-            return process, port
-        except redis.ConnectionError:
-            time.sleep(0.02)
-    raise SystemExit("redis-server did not start")
 
 
 def generate(con: duckdb.DuckDBPyConnection, rows: int) -> None:
