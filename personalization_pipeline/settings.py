@@ -9,6 +9,13 @@ import os
 
 import dagster as dg
 
+from personalization_pipeline.resources.catalog import (
+    DEFAULT_ORDERS_PATH,
+    DEFAULT_PRODUCTS_PATH,
+    DEFAULTS,
+    CatalogFilesResource,
+    ModelSettingsResource,
+)
 from personalization_pipeline.resources.enrichment import (
     DEFAULT_INCOME_ENRICHMENT_PATH,
     DEFAULT_SETTLE_SECONDS,
@@ -31,12 +38,36 @@ def env(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
+def env_int(name: str, default: int) -> int:
+    return int(env(name, str(default)))
+
+
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     return {
         "salesforce": contact_source_from_env(),
         "income_file": EnrichmentFileResource(
             path=env("INCOME_ENRICHMENT_PATH", DEFAULT_INCOME_ENRICHMENT_PATH),
             settle_seconds=float(env("INCOME_SETTLE_SECONDS", str(DEFAULT_SETTLE_SECONDS))),
+        ),
+        "catalog_files": CatalogFilesResource(
+            products_path=env("PRODUCTS_PATH", DEFAULT_PRODUCTS_PATH),
+            orders_path=env("ORDERS_PATH", DEFAULT_ORDERS_PATH),
+            settle_seconds=float(env("CATALOG_SETTLE_SECONDS", str(DEFAULT_SETTLE_SECONDS))),
+        ),
+        "model": ModelSettingsResource(
+            top_k=env_int("MODEL_TOP_K", DEFAULTS.top_k),
+            min_co_buyers=env_int("MODEL_MIN_CO_BUYERS", DEFAULTS.min_co_buyers),
+            max_items_per_order=env_int("MODEL_MAX_ITEMS_PER_ORDER", DEFAULTS.max_items_per_order),
+            max_items_per_user=env_int("MODEL_MAX_ITEMS_PER_USER", DEFAULTS.max_items_per_user),
+            popular_n=env_int("MODEL_POPULAR_N", DEFAULTS.popular_n),
+            # The gateway reads the same variable (events/config.py): one list of purchase events.
+            purchase_events=[
+                name.strip()
+                for name in env("EVENTS_PURCHASE_EVENTS", ",".join(DEFAULTS.purchase_events)).split(
+                    ","
+                )
+                if name.strip()
+            ],
         ),
         "warehouse": WarehouseResource(path=env("WAREHOUSE_PATH", DEFAULT_WAREHOUSE_PATH)),
         # The URL can carry a password, so it reaches the run only through EnvVar.

@@ -1,0 +1,270 @@
+"""Warehouse → Redis sorted sets: one list per key, replaced whole when any of it changed.
+
+A :class:`SortedSetSpec` names a relation, the column that says which list a row belongs to,
+the columns that make a row's member (turned into the member string by ``member``, e.g.
+``keys.product_member``), the score column, and ``key`` (from ``keys.py``) that names a
+list's Redis key. A run:
+
+1. fingerprints every list in DuckDB (``hash()`` of its members' columns and scores);
+2. compares them with the snapshot ``sync.snapshot_<name>`` (the hash sync's state table,
+   ``fields_mask`` unused): new and changed lists are written, lists that left the relation
+   are DELeted, the rest is not touched, so an unchanged model writes nothing to Redis;
+3. writes each list as ``MULTI / DEL / ZADD / EXEC``: a reader sees the old list or the new
+   one, never a mix, and no stale member survives. One key per transaction, so it runs on
+   Redis Cluster too, where the transactions are grouped by the node that owns each key.
+
+Lost data: the epoch marker ``keys.sync_epoch_key`` is kept in Redis and in ``sync.epochs``
+as the hash sync keeps it; when Redis no longer holds it (restart without persistence,
+FLUSHALL, failover to an empty replica) the run rewrites every list and says why.
+
+Crashes: before a batch is sent, the snapshot rows of its lists are deleted (committed), so a
+run that dies mid-batch leaves those lists unknown and the next run rewrites them. A list to
+delete keeps its snapshot row until Redis acknowledged the DEL, so the next run deletes it
+again. Every command is idempotent, so resending is always safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Any
+
+import duckdb
+import redis
+from redis.cluster import RedisCluster
+
+from personalization_pipeline.keys import sync_epoch_key
+from personalization_pipeline.sync.engine import SyncResult, SyncSpec
+from personalization_pipeline.sync.redis_config import RedisUnavailable
+from personalization_pipeline.sync.state import ensure_state, log_run, read_epoch, write_epoch
+
+__all__ = ["SortedSetSpec", "read_lists", "sync_sorted_sets"]
+
+# Lists sent per round trip: each is four commands and up to a few hundred arguments.
+BATCH_LISTS = 500
+
+
+@dataclass(frozen=True)
+class SortedSetSpec:
+    """What to sync: a relation whose rows are (list, member columns…, score)."""
+
+    name: str
+    source: str
+    """A table or view name, or a query (``SELECT …``)."""
+    list_column: str
+    """Which list a row belongs to; ``key`` turns its text (or None) into the Redis key."""
+    member_columns: Sequence[str]
+    score_column: str
+    key: Callable[[str | None, str], str]
+    """``(list value, prefix) -> Redis key``, from keys.py (``similar_key``, ``popular_key``)."""
+    member: Callable[..., str]
+    """``(*member column values) -> member``, from keys.py (``product_member``)."""
+
+    def __post_init__(self) -> None:
+        # The hash sync's rules for names and relations hold here too (it builds the same
+        # state table names); borrowing its validation keeps them one rule.
+        SyncSpec(self.name, self.source, self.list_column, [self.score_column])
+
+    @property
+    def relation(self) -> str:
+        return SyncSpec(self.name, self.source, self.list_column, [self.score_column]).relation
+
+    def fingerprint(self, prefix: str) -> int:
+        """Changes whenever what a list is written as changes: columns, key or member format."""
+        sample = [self.key("x", prefix), self.member(*(["x"] * len(self.member_columns)))]
+        text = json.dumps([self.list_column, list(self.member_columns), self.score_column, sample])
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+    def rows_sql(self, where: str = "") -> str:
+        """``list, member columns…, score`` of every row (of the lists ``where`` keeps),
+        each list's members best first."""
+        columns = ", ".join(self.member_columns)
+        return (
+            f"SELECT CAST({self.list_column} AS VARCHAR) AS list, {columns}, "
+            f"CAST({self.score_column} AS DOUBLE) AS score FROM {self.relation} {where} "
+            f"ORDER BY list NULLS FIRST, score DESC, {columns}"
+        )
+
+
+def sync_sorted_sets(
+    con: duckdb.DuckDBPyConnection,
+    client: redis.Redis | RedisCluster,
+    spec: SortedSetSpec,
+    *,
+    prefix: str = "",
+    full: bool = False,
+    run_id: str | None = None,
+) -> SyncResult:
+    """Sync ``spec`` from the warehouse into Redis; see the module doc. ``full`` rewrites
+    every list whatever the snapshot says. Raises RedisUnavailable when Redis fails; the
+    next run repairs whatever this one left half done."""
+    started = time.perf_counter()
+    result = SyncResult(spec.name, run_id or uuid.uuid4().hex, "full" if full else "mirror", False)
+    snapshot = f"sync.snapshot_{spec.name}"
+    ensure_state(con, snapshot)
+    spec_hash = spec.fingerprint(prefix)
+    epoch_key = sync_epoch_key(spec.name, prefix)
+    try:
+        current = _current_lists(con, spec, prefix)
+        known = dict(con.execute(f"SELECT key, fingerprint FROM {snapshot} WHERE spec = ?",
+                                 [spec_hash]).fetchall())  # fmt: skip
+        snapshotted = {key for (key,) in con.execute(f"SELECT key FROM {snapshot}").fetchall()}
+        epoch, result.full_sync_reason = _check_epoch(
+            con, client, spec.name, epoch_key, first_run=not snapshotted
+        )
+        if full or result.full_sync_reason:
+            known = {}
+        changed = [key for key, (_, fp) in current.items() if known.get(key) != fp]
+        removed = sorted(snapshotted - current.keys())
+        result.added = sum(key not in snapshotted for key in changed)
+        result.changed = len(changed) - result.added
+        result.unchanged = len(current) - len(changed)
+        result.removed = len(removed)
+        if changed or removed or epoch is None:
+            if epoch is None:
+                epoch = uuid.uuid4().hex
+                write_epoch(con, spec.name, epoch)
+                client.set(epoch_key, epoch)
+            _remove(con, client, snapshot, removed)
+            _write(con, client, spec, snapshot, spec_hash, current, changed, result)
+            if _stored_epoch(client, epoch_key) != epoch:
+                raise RedisUnavailable(
+                    f"sync {spec.name}: Redis lost its data while this run wrote to it (its "
+                    f"marker {epoch_key} is gone); rerun: the next run rewrites every list"
+                )
+    except (RedisUnavailable, redis.RedisError, OSError) as error:
+        log_run(con, result, started, "failed", str(error))
+        if isinstance(error, RedisUnavailable):
+            raise
+        raise RedisUnavailable(
+            f"sync {spec.name} stopped after {result.rows_written} lists: {error}; rerun: it "
+            "rewrites the lists Redis did not acknowledge"
+        ) from error
+    log_run(con, result, started, "succeeded", None)
+    return result
+
+
+def _current_lists(
+    con: duckdb.DuckDBPyConnection, spec: SortedSetSpec, prefix: str
+) -> dict[str, tuple[str | None, int]]:
+    """Redis key → (list value, fingerprint of its members and scores) for every list."""
+    members = ", ".join(spec.member_columns)
+    rows = con.execute(
+        f"SELECT list, hash(list(({members}, score) ORDER BY {members}, score)) "
+        f"FROM ({spec.rows_sql()}) GROUP BY list"
+    ).fetchall()
+    return {spec.key(value, prefix): (value, fingerprint) for value, fingerprint in rows}
+
+
+def _check_epoch(
+    con: duckdb.DuckDBPyConnection, client: Any, name: str, epoch_key: str, *, first_run: bool
+) -> tuple[str | None, str | None]:
+    """(the epoch Redis and the warehouse agree on, or None; why every list is rewritten)."""
+    recorded = read_epoch(con, name)
+    stored = _stored_epoch(client, epoch_key)
+    if recorded is not None and stored == recorded:
+        return recorded, None
+    if recorded is None and first_run:
+        return None, None
+    if stored is None:
+        return None, (
+            f"Redis lost its data since the last sync (its marker {epoch_key} is gone: "
+            "restarted without persistence, flushed or failed over); rewriting every list"
+        )
+    return None, f"Redis holds another sync epoch ({epoch_key}); rewriting every list"
+
+
+def _stored_epoch(client: Any, key: str) -> str | None:
+    value = client.get(key)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _remove(con: duckdb.DuckDBPyConnection, client: Any, snapshot: str, removed: list[str]) -> None:
+    """DEL the lists that left the relation; their snapshot rows go once Redis acknowledged."""
+    for start in range(0, len(removed), BATCH_LISTS):
+        batch = removed[start : start + BATCH_LISTS]
+        _send(client, [(key, [("DEL", key)]) for key in batch])
+        con.execute(f"DELETE FROM {snapshot} WHERE list_contains(?, key)", [batch])
+
+
+def _write(
+    con: duckdb.DuckDBPyConnection,
+    client: Any,
+    spec: SortedSetSpec,
+    snapshot: str,
+    spec_hash: int,
+    current: dict[str, tuple[str | None, int]],
+    changed: list[str],
+    result: SyncResult,
+) -> None:
+    """Replace each changed list whole, a batch of lists per round trip."""
+    for start in range(0, len(changed), BATCH_LISTS):
+        batch = changed[start : start + BATCH_LISTS]
+        # Intent first: a crash from here on leaves these lists unknown, so they are resent.
+        con.execute(f"DELETE FROM {snapshot} WHERE list_contains(?, key)", [batch])
+        members = read_lists(con, spec, [current[key][0] for key in batch])
+        transactions = []
+        for key in batch:
+            flat = [part for member, score in members[current[key][0]] for part in (score, member)]
+            transactions.append((key, [("DEL", key), ("ZADD", key, *flat)]))
+        _send(client, transactions)
+        con.executemany(
+            f"INSERT INTO {snapshot} VALUES (?, ?, 0, ?)",
+            [(key, current[key][1], spec_hash) for key in batch],
+        )
+        result.rows_written += len(batch)
+
+
+def read_lists(
+    con: duckdb.DuckDBPyConnection, spec: SortedSetSpec, values: list[str | None]
+) -> dict[str | None, list[tuple[str, float]]]:
+    """What the warehouse says the given lists hold: list value → [(member, score)], best
+    first (the sync writes it; the read-back check compares Redis with it)."""
+    where = f"WHERE list_contains(?, CAST({spec.list_column} AS VARCHAR))"
+    parameters: list[Any] = [[value for value in values if value is not None]]
+    if None in values:
+        where += f" OR {spec.list_column} IS NULL"
+    rows = con.execute(spec.rows_sql(where), parameters).fetchall()
+    return {
+        value: [(spec.member(*row[1:-1]), row[-1]) for row in group]
+        for value, group in groupby(rows, key=lambda row: row[0])
+    }
+
+
+def _send(client: Any, transactions: Iterable[tuple[str, list[tuple]]]) -> None:
+    """Each key's commands as one MULTI/EXEC, pipelined on the connection of the node that
+    owns the key (one key per transaction: what Redis Cluster allows)."""
+    by_node: dict[Any, list[list[tuple]]] = {}
+    for key, commands in transactions:
+        node = client.get_node_from_key(key) if isinstance(client, RedisCluster) else None
+        by_node.setdefault(node, []).append([("MULTI",), *commands, ("EXEC",)])
+    for node, groups in by_node.items():
+        target = client if node is None else client.get_redis_connection(node)
+        _send_to_node(target, [command for group in groups for command in group], len(groups))
+
+
+def _send_to_node(client: redis.Redis, commands: list[tuple], transactions: int) -> None:
+    """Pipeline raw commands and read raw replies (redis-py's reply parsers expect the replies
+    of commands outside a transaction; inside one they are QUEUED)."""
+    pool = client.connection_pool
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command(connection.pack_commands(commands))
+        replies = [connection.read_response() for _ in commands]
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        pool.release(connection)
+    executed = [reply for reply in replies if isinstance(reply, list)]
+    if len(executed) != transactions:
+        raise redis.ResponseError(f"{transactions - len(executed)} transactions did not run")
+    for reply in executed:
+        for item in reply:
+            if isinstance(item, Exception):
+                raise item
