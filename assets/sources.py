@@ -1,4 +1,5 @@
-"""Sources: land Salesforce Contacts and the income-enrichment drop in the warehouse as is."""
+"""Sources: land Salesforce Contacts, the income-enrichment drop, the product catalog and the
+historical orders in the warehouse as is."""
 
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,13 +10,20 @@ from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 
 from personalization_pipeline.errors import PermanentError
 from personalization_pipeline.metadata import column_schema, table_metadata
+from personalization_pipeline.resources.catalog import CatalogFilesResource
 from personalization_pipeline.resources.enrichment import EnrichmentFileResource
 from personalization_pipeline.resources.rules import ProfileRulesResource
 from personalization_pipeline.resources.salesforce import ContactSource
 from personalization_pipeline.resources.warehouse import WarehouseResource
+from personalization_pipeline.warehouse.catalog import DropLoad, replace_orders, replace_products
 from personalization_pipeline.warehouse.contacts import contact_counts
 from personalization_pipeline.warehouse.income import replace_income
-from personalization_pipeline.warehouse.tables import INCOME_ENRICHMENT, SALESFORCE_CONTACT
+from personalization_pipeline.warehouse.tables import (
+    INCOME_ENRICHMENT,
+    ORDERS,
+    PRODUCTS,
+    SALESFORCE_CONTACT,
+)
 
 # Transient source failures (Salesforce calls retry on their own first) get a second chance.
 SOURCE_RETRY = dg.RetryPolicy(max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL)
@@ -113,3 +121,66 @@ def income_enrichment(
             "emails_with_conflicting_brackets": load.conflicting_emails,
         }
     )
+
+
+def drop_result(
+    context: dg.AssetExecutionContext, load: DropLoad, path: str, metadata: dict
+) -> dg.MaterializeResult:
+    """What a catalog-style drop landed, and the lines it refused (kept in raw.rejected_lines)."""
+    context.log.info(f"Landed {load.rows} rows from {path}")
+    if load.rejected:
+        context.log.warning(
+            f"{load.rejected} lines of {path} were refused and kept with the reason in "
+            "raw.rejected_lines, e.g. " + "; ".join(load.reject_examples)
+        )
+    return dg.MaterializeResult(
+        metadata={
+            **metadata,
+            "source_file": path,
+            "rejected_lines": load.rejected,
+            "rejected_examples": "; ".join(load.reject_examples) or "none",
+            "previous_rows": load.previous_rows if load.previous_rows is not None else "none",
+        }
+    )
+
+
+@dg.asset(
+    group_name="sources",
+    kinds={"duckdb"},
+    pool="duckdb",
+    retry_policy=SOURCE_RETRY,
+    metadata=column_schema(PRODUCTS),
+)
+def products(
+    context: dg.AssetExecutionContext,
+    catalog_files: CatalogFilesResource,
+    warehouse: WarehouseResource,
+    rules: ProfileRulesResource,
+) -> dg.MaterializeResult:
+    """The product catalog (sku, name, category, price, member_only) from its latest drop."""
+    path = catalog_files.products_path
+    with fail_without_retry_on_permanent_errors(), warehouse.connect() as connection:
+        load = replace_products(connection, path, rules.max_shrink_fraction)
+        metadata = table_metadata(connection, PRODUCTS.name)
+    return drop_result(context, load, path, metadata)
+
+
+@dg.asset(
+    group_name="sources",
+    kinds={"duckdb"},
+    pool="duckdb",
+    retry_policy=SOURCE_RETRY,
+    metadata=column_schema(ORDERS),
+)
+def orders(
+    context: dg.AssetExecutionContext,
+    catalog_files: CatalogFilesResource,
+    warehouse: WarehouseResource,
+    rules: ProfileRulesResource,
+) -> dg.MaterializeResult:
+    """Historical orders (one row per line item) that the recommendation model learns from."""
+    path = catalog_files.orders_path
+    with fail_without_retry_on_permanent_errors(), warehouse.connect() as connection:
+        load = replace_orders(connection, path, rules.max_shrink_fraction)
+        metadata = table_metadata(connection, ORDERS.name)
+    return drop_result(context, load, path, metadata)

@@ -2,20 +2,27 @@
 
 import dagster as dg
 
-from assets import activation, events, sources, warehouse
+from assets import activation, events, models, sources, warehouse
 from personalization_pipeline import jobs, schedules, sensors
 from personalization_pipeline.settings import resources_from_env
 
-GRAPH = [sources, events, warehouse, activation]
+GRAPH = [sources, events, warehouse, models, activation]
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(GRAPH),
     asset_checks=dg.load_asset_checks_from_modules(GRAPH),
-    jobs=[jobs.warehouse_actions_job, jobs.redis_profiles_job, jobs.events_job],
+    jobs=[
+        jobs.warehouse_actions_job,
+        jobs.redis_profiles_job,
+        jobs.events_job,
+        jobs.recommendations_job,
+    ],
     sensors=[
         sensors.salesforce_contacts_sensor,
         sensors.income_enrichment_sensor,
         sensors.events_sensor,
+        sensors.catalog_files_sensor,
+        sensors.recommendations_after_drain_sensor,
     ],
     schedules=[
         schedules.redis_verify_schedule,

@@ -2,9 +2,10 @@
 
 import dagster as dg
 
-from assets.activation import profiles, redis_user_profiles
+from assets.activation import RECOMMENDATION_SYNCS, profiles, redis_user_profiles
 from assets.events import raw_events
-from assets.sources import income_enrichment, salesforce_contacts
+from assets.models import product_recommendations
+from assets.sources import income_enrichment, orders, products, salesforce_contacts
 from assets.warehouse import user_profiles
 
 warehouse_actions_job = dg.define_asset_job(
@@ -27,4 +28,18 @@ events_job = dg.define_asset_job(
     name="events_job",
     selection=[raw_events],
     description="Drain the gateway's event streams into raw.events (started by events_sensor).",
+)
+
+# The model and its Redis syncs: what a drain of new purchase events needs rebuilt.
+RECOMMENDATION_MODEL = [product_recommendations.key, *(s.asset.key for s in RECOMMENDATION_SYNCS)]
+
+RECOMMENDATION_PATH = [products.key, orders.key, *RECOMMENDATION_MODEL]
+
+recommendations_job = dg.define_asset_job(
+    name="recommendations_job",
+    selection=RECOMMENDATION_PATH,
+    description=(
+        "The recommendation path: catalog + orders (+ raw.events) -> product_recommendations -> "
+        "Redis (product hashes, similar and popular sorted sets)."
+    ),
 )

@@ -38,11 +38,12 @@ from typing import NamedTuple
 
 import orjson
 
-from personalization_pipeline.sync.identify import key_prefix, user_key
+from personalization_pipeline.sync.identify import key_prefix, template_key, user_key
 
 __all__ = [
     "EVENTS_CONSUMER_GROUP",
     "EVENT_FIELD",
+    "PRODUCT_KEY_TEMPLATE",
     "ProductMember",
     "event_stream_key",
     "event_stream_keys",
@@ -105,8 +106,12 @@ def popular_key(category: str | None = None, prefix: str = "") -> str:
     return f"{key_prefix(prefix)}popular" + ("" if category is None else f":{category}")
 
 
+# The product hashes are synced by a SyncSpec, whose SQL builds keys from this template.
+PRODUCT_KEY_TEMPLATE = "product:{key}"
+
+
 def product_key(sku: str, prefix: str = "") -> str:
-    return f"{key_prefix(prefix)}product:{sku}"
+    return template_key(PRODUCT_KEY_TEMPLATE, sku, prefix)
 
 
 class ProductMember(NamedTuple):

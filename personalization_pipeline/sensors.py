@@ -22,15 +22,24 @@ from pathlib import Path
 import dagster as dg
 
 from assets.activation import redis_user_profiles
+from assets.events import raw_events
 from assets.sources import income_enrichment, salesforce_contacts
 from assets.warehouse import user_profiles
 from personalization_pipeline.events.backlog import backlog
 from personalization_pipeline.events.streams import EventStreams, positive_int
-from personalization_pipeline.jobs import events_job, warehouse_actions_job
+from personalization_pipeline.jobs import (
+    RECOMMENDATION_MODEL,
+    RECOMMENDATION_PATH,
+    events_job,
+    recommendations_job,
+    warehouse_actions_job,
+)
 from personalization_pipeline.keys import event_stream_keys
+from personalization_pipeline.resources.catalog import CatalogFilesResource
 from personalization_pipeline.resources.enrichment import EnrichmentFileResource
 from personalization_pipeline.resources.redis import RedisResource
 from personalization_pipeline.resources.salesforce import ContactSource
+from personalization_pipeline.settings import model_refresh_seconds
 from personalization_pipeline.warehouse.income import missing_file_message
 
 DEFAULT_INTERVAL_SECONDS = 30 * 60
@@ -306,3 +315,76 @@ def wait_for_future_dated_file(
         )
     context.log.warning(f"{skew}; loading it, unchanged for {still:.0f}s. Fix the clock skew")
     return None
+
+
+@dg.sensor(
+    job=recommendations_job,
+    minimum_interval_seconds=sensor_interval_seconds(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Runs the recommendation path when the product catalog (PRODUCTS_PATH) or the order "
+        "history (ORDERS_PATH) has new content, once both have been still for "
+        "CATALOG_SETTLE_SECONDS. A failed run is requested again, up to 3 attempts."
+    ),
+)
+def catalog_files_sensor(
+    context: dg.SensorEvaluationContext, catalog_files: CatalogFilesResource
+) -> dg.RunRequest | dg.SkipReason:
+    """Runs the recommendation path when the catalog or the order history changed."""
+    paths = {"products": catalog_files.products_path, "orders": catalog_files.orders_path}
+    previous = json.loads(context.cursor) if context.cursor else {}
+    fingerprints = {
+        name: file_fingerprint(Path(path), previous.get(name)) for name, path in paths.items()
+    }
+    if fingerprints == previous:
+        return rerun_if_last_failed(context, RECOMMENDATION_PATH) or dg.SkipReason(
+            f"{', '.join(paths.values())} unchanged"
+        )
+    now = time.time()
+    for name, fingerprint in fingerprints.items():
+        age = now - fingerprint["mtime_ns"] / 1e9
+        # A file dated in the future (a clock ahead of this host's) loads at once.
+        if 0 <= age < catalog_files.settle_seconds:
+            return dg.SkipReason(
+                f"{paths[name]} changed {age:.0f}s ago and may still be being written; waiting "
+                f"until it has been still for {catalog_files.settle_seconds:.0f}s "
+                "(CATALOG_SETTLE_SECONDS)"
+            )
+    context.update_cursor(json.dumps(fingerprints, sort_keys=True))
+    if all(previous.get(n, {}).get("sha256") == f["sha256"] for n, f in fingerprints.items()):
+        return dg.SkipReason(f"{', '.join(paths.values())} touched but their content is unchanged")
+    digest = short_digest(json.dumps([f["sha256"] for f in fingerprints.values()]))
+    return dg.RunRequest(run_key=f"catalog:{digest}", tags={TRIGGER_TAG: context.sensor_name})
+
+
+@dg.sensor(
+    job=recommendations_job,
+    minimum_interval_seconds=model_refresh_seconds(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Rebuilds the recommendation model and its Redis lists after events_job landed new "
+        "events, at most every MODEL_REFRESH_SECONDS (default one hour); the sources are not "
+        "reloaded."
+    ),
+)
+def recommendations_after_drain_sensor(
+    context: dg.SensorEvaluationContext,
+) -> dg.RunRequest | dg.SkipReason:
+    """Rebuilds the model when raw.events changed since the last rebuild this sensor asked for.
+
+    Not every drain: drains run every few minutes under load, and a model build over a large
+    history takes seconds that the drains (which keep the streams from being trimmed) would
+    wait for in the duckdb pool. Co-purchase statistics move slowly; recent purchases reach
+    personalize() in real time through the gateway anyway.
+    """
+    latest = context.instance.get_latest_materialization_event(raw_events.key)
+    if latest is None or latest.storage_id is None:
+        return dg.SkipReason("raw_events was never materialized: no events drained yet")
+    if context.cursor == str(latest.storage_id):
+        return dg.SkipReason("No events drained since the last model rebuild")
+    context.update_cursor(str(latest.storage_id))
+    return dg.RunRequest(
+        run_key=f"drained:{latest.storage_id}",
+        asset_selection=list(RECOMMENDATION_MODEL),
+        tags={TRIGGER_TAG: context.sensor_name},
+    )

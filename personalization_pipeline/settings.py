@@ -42,6 +42,14 @@ def env_int(name: str, default: int) -> int:
     return int(env(name, str(default)))
 
 
+DEFAULT_MODEL_REFRESH_SECONDS = 3600
+
+
+def model_refresh_seconds() -> int:
+    """MODEL_REFRESH_SECONDS: the model is rebuilt after a drain at most this often."""
+    return env_int("MODEL_REFRESH_SECONDS", DEFAULT_MODEL_REFRESH_SECONDS)
+
+
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     return {
         "salesforce": contact_source_from_env(),

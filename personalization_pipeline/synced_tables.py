@@ -1,13 +1,16 @@
-"""One SyncSpec in, everything a warehouse table synced to Redis needs out.
+"""One spec in, everything a warehouse table synced to Redis needs out.
 
-`synced_table(spec, built_by=..., description=...)` makes:
+A spec is a `SyncSpec` (rows become hashes, sync/engine.py) or a `SortedSetSpec` (rows become
+members of sorted sets, each list replaced whole when it changed, sync/sorted_sets.py).
+`synced_table(spec, built_by=..., description=...)` makes, for either kind:
 
 - the activation asset ``redis_<spec.name>`` (config below, documented in the Launchpad), which
   syncs the spec with the engine and reports what it did;
 - the gate inside it: a run that syncs without rebuilding the source table (verify, reconcile)
   refuses to publish it while the latest evaluation of any blocking check on the asset that
   builds it failed. The list comes from the check definitions themselves, at run time;
-- its read-back check ``readback``: a random sample read back from Redis, field by field;
+- its read-back check ``readback``: a random sample read back from Redis, field by field
+  (hashes) or member by member with scores (sorted sets);
 - the freshness policy (the product reads Redis, so staleness is measured there);
 - the preview: the first keys as Redis now holds them;
 - keys: `SyncSpec.key` is the one key builder, shared with the engine's SQL.
@@ -30,6 +33,7 @@ from personalization_pipeline.resources.rules import ProfileRulesResource
 from personalization_pipeline.resources.warehouse import WarehouseResource
 from personalization_pipeline.sync.engine import SyncResult, SyncSpec, sync_table
 from personalization_pipeline.sync.identify import IdentifyError, identify_fields
+from personalization_pipeline.sync.sorted_sets import SortedSetSpec, read_lists, sync_sorted_sets
 
 # The product reads Redis: a table older than this is stale for personalization.
 REDIS_FRESHNESS = dg.FreshnessPolicy.time_window(
@@ -77,11 +81,23 @@ class RedisSyncConfig(dg.Config):
     )
 
 
+class SortedSetSyncConfig(dg.Config):
+    """How one run syncs a warehouse table into Redis sorted sets."""
+
+    mode: Literal["incremental", "full"] = Field(
+        default="incremental",
+        description=(
+            "incremental: replace the lists that changed and delete those that left the table. "
+            "full: rewrite every list, repairing drift the snapshot cannot see (reconciliation)."
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class SyncedTable:
     """What `synced_table` made for one spec."""
 
-    spec: SyncSpec
+    spec: SyncSpec | SortedSetSpec
     asset: dg.AssetsDefinition
     readback: dg.AssetChecksDefinition
 
@@ -91,7 +107,7 @@ class SyncedTable:
 
 
 def synced_table(
-    spec: SyncSpec,
+    spec: SyncSpec | SortedSetSpec,
     *,
     built_by: dg.AssetKey | dg.AssetsDefinition,
     description: str,
@@ -106,8 +122,7 @@ def synced_table(
     """
     source_key = built_by if isinstance(built_by, dg.AssetKey) else built_by.key
     name = f"redis_{spec.name}"
-
-    @dg.asset(
+    activation_asset = dg.asset(
         name=name,
         description=description,
         group_name="activation",
@@ -119,6 +134,10 @@ def synced_table(
         freshness_policy=freshness,
         output_required=False,
     )
+    if isinstance(spec, SortedSetSpec):
+        return sorted_set_table(spec, activation_asset, source_key, name)
+
+    @activation_asset
     def _sync(
         context: dg.AssetExecutionContext,
         config: RedisSyncConfig,
@@ -174,6 +193,131 @@ def synced_table(
         return read_back(context, spec, warehouse, redis, rules.readback_sample_size, name)
 
     return SyncedTable(spec, _sync, _readback)
+
+
+def sorted_set_table(
+    spec: SortedSetSpec, activation_asset, source_key: dg.AssetKey, name: str
+) -> SyncedTable:
+    """The asset and read-back check of a sorted-set spec (see `synced_table`)."""
+
+    @activation_asset
+    def _sync(
+        context: dg.AssetExecutionContext,
+        config: SortedSetSyncConfig,
+        warehouse: WarehouseResource,
+        redis: RedisResource,
+    ) -> Iterator[dg.MaterializeResult]:
+        refuse_if_blocking_checks_failed(context, source_key)
+        with closing(redis.get_client()) as client, warehouse.connect() as connection:
+            result = sync_sorted_sets(
+                connection,
+                client,
+                spec,
+                prefix=redis.prefix,
+                full=config.mode == "full",
+                run_id=context.run.run_id,
+            )
+            keys = [spec.key(value, redis.prefix) for value in first_lists(connection, spec)]
+            preview = [(key, top_members(client, key)) for key in keys]
+        context.log.info(summary(result).replace(" rows in", " lists in"))
+        if result.full_sync_reason:
+            context.log.warning(
+                f"Every list rewritten, not only changes: {result.full_sync_reason}"
+            )
+        metadata = {**result.metadata(), "rewritten": rewritten(result)}
+        metadata["dagster/row_count"] = result.added + result.changed + result.unchanged
+        metadata["preview"] = dg.MetadataValue.md(markdown_table(["key", "top members"], preview))
+        yield dg.MaterializeResult(metadata=metadata)
+
+    @dg.asset_check(
+        asset=_sync,
+        name=READBACK_CHECK,
+        pool="duckdb",
+        description=(
+            f"A random sample of the lists in {spec.source} read back from Redis equals the "
+            "warehouse, member by member with its score (REDIS_READBACK_SAMPLE lists)."
+        ),
+    )
+    def _readback(
+        context: dg.AssetCheckExecutionContext,
+        warehouse: WarehouseResource,
+        redis: RedisResource,
+        rules: ProfileRulesResource,
+    ) -> dg.AssetCheckResult:
+        return read_back_lists(context, spec, warehouse, redis, rules.readback_sample_size, name)
+
+    return SyncedTable(spec, _sync, _readback)
+
+
+PREVIEW_MEMBERS = 3
+
+
+def first_lists(connection, spec: SortedSetSpec) -> list[str | None]:
+    rows = connection.execute(
+        f"SELECT DISTINCT list FROM ({spec.rows_sql()}) ORDER BY 1 NULLS FIRST LIMIT {PREVIEW_ROWS}"
+    ).fetchall()
+    return [value for (value,) in rows]
+
+
+def top_members(client, key: str) -> str:
+    """The best members of a list as Redis holds them, with their scores."""
+    members = client.zrange(key, 0, PREVIEW_MEMBERS - 1, desc=True, withscores=True)
+    return ", ".join(f"{member.decode()} ({score:g})" for member, score in members)
+
+
+def read_back_lists(
+    context: dg.AssetCheckExecutionContext,
+    spec: SortedSetSpec,
+    warehouse: WarehouseResource,
+    redis: RedisResource,
+    sample_size: int,
+    asset_name: str,
+) -> dg.AssetCheckResult:
+    with warehouse.connect() as connection:
+        sample = connection.execute(
+            f"SELECT list FROM (SELECT DISTINCT list FROM ({spec.rows_sql()})) "
+            f"USING SAMPLE reservoir({int(sample_size)} ROWS)"
+        ).fetchall()
+        values = [value for (value,) in sample]
+        expected = read_lists(connection, spec, values)
+    keys = [spec.key(value, redis.prefix) for value in values]
+    with closing(redis.get_client()) as client:
+        pipeline = client.pipeline(transaction=False)
+        for key in keys:
+            pipeline.zrange(key, 0, -1, withscores=True)
+        stored_lists = pipeline.execute()
+    mismatches = []
+    for key, value, got in zip(keys, values, stored_lists, strict=True):
+        want = dict(expected[value])
+        stored = {member.decode(): score for member, score in got}
+        if stored != want:
+            missing = len(want.keys() - stored.keys())
+            stale = len(stored.keys() - want.keys())
+            wrong = sum(stored[m] != s for m, s in want.items() if m in stored)
+            mismatches.append((key, missing, stale, wrong))
+    description = f"{len(keys)} sampled lists equal the warehouse, member by member"
+    if mismatches:
+        description = (
+            f"{len(mismatches)} of {len(keys)} sampled lists differ from the warehouse; the next "
+            f"sync repairs a Redis that lost its data, run {asset_name} in full mode to repair "
+            "any other drift"
+        )
+        context.log.error(description)
+    return dg.AssetCheckResult(
+        passed=not mismatches,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=description,
+        metadata={
+            "sampled": len(keys),
+            "mismatches": len(mismatches),
+            "examples": dg.MetadataValue.md(
+                markdown_table(
+                    ["key", "missing members", "stale members", "wrong scores"],
+                    mismatches[:MISMATCH_EXAMPLES],
+                )
+            ),
+        },
+    )
 
 
 def summary(result: SyncResult) -> str:

@@ -105,6 +105,10 @@ SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 @pytest.fixture
 def pipeline_resources(tmp_path: Path, redis_url: str) -> dict:
     """The demo's resources, pointed at a DuckDB file in tmp_path and the throwaway Redis."""
+    from personalization_pipeline.resources.catalog import (
+        CatalogFilesResource,
+        ModelSettingsResource,
+    )
     from personalization_pipeline.resources.enrichment import EnrichmentFileResource
     from personalization_pipeline.resources.redis import RedisResource
     from personalization_pipeline.resources.rules import ProfileRulesResource
@@ -117,4 +121,9 @@ def pipeline_resources(tmp_path: Path, redis_url: str) -> dict:
         "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
         "redis": RedisResource(url=redis_url),
         "rules": ProfileRulesResource(),
+        "catalog_files": CatalogFilesResource(
+            products_path=str(SAMPLE_DIR / "products.csv"),
+            orders_path=str(SAMPLE_DIR / "orders.csv"),
+        ),
+        "model": ModelSettingsResource(),
     }

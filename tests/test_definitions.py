@@ -47,7 +47,7 @@ def test_profile_path_assets_groups_and_lineage():
 def test_everything_that_opens_the_warehouse_is_in_the_duckdb_pool():
     definitions = [*defs.assets, *defs.asset_checks]
     users = [d for d in definitions if "warehouse" in d.required_resource_keys]
-    assert len(users) == len(definitions) == 10
+    assert len(users) == len(definitions) == 19
     assert {d.node_def.name: d.op.pool for d in users} == {d.node_def.name: "duckdb" for d in users}
 
 
@@ -60,6 +60,26 @@ def test_the_event_drain_is_a_source_with_its_own_job_and_sensor():
     job = defs.resolve_job_def("events_job")
     assert {key.to_user_string() for key in job.asset_layer.selected_asset_keys} == {"raw_events"}
     assert defs.resolve_sensor_def("events_sensor").job_name == "events_job"
+
+
+def test_recommendation_lineage_runs_events_to_model_to_redis():
+    graph = defs.resolve_asset_graph()
+
+    def parents(key: str) -> set[str]:
+        return {p.to_user_string() for p in graph.get(dg.AssetKey(key)).parent_keys}
+
+    assert parents("product_recommendations") == {"raw_events", "products", "orders"}
+    assert graph.get(dg.AssetKey("product_recommendations")).group_name == "models"
+    for sync in ("redis_products", "redis_product_similarity", "redis_popular_products"):
+        assert parents(sync) == {"product_recommendations"}
+        assert graph.get(dg.AssetKey(sync)).group_name == "activation"
+    job = defs.resolve_job_def("recommendations_job")
+    assert {key.to_user_string() for key in job.asset_layer.selected_asset_keys} == {
+        "products", "orders", "product_recommendations", "redis_products",
+        "redis_product_similarity", "redis_popular_products",
+    }  # fmt: skip
+    for sensor in ("catalog_files_sensor", "recommendations_after_drain_sensor"):
+        assert defs.resolve_sensor_def(sensor).job_name == "recommendations_job"
 
 
 def test_sensors_never_need_the_warehouse():

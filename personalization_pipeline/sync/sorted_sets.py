@@ -104,7 +104,8 @@ def sync_sorted_sets(
     every list whatever the snapshot says. Raises RedisUnavailable when Redis fails; the
     next run repairs whatever this one left half done."""
     started = time.perf_counter()
-    result = SyncResult(spec.name, run_id or uuid.uuid4().hex, "full" if full else "mirror", False)
+    mode = "full" if full else "incremental"
+    result = SyncResult(spec.name, run_id or uuid.uuid4().hex, mode, dry_run=False)
     snapshot = f"sync.snapshot_{spec.name}"
     ensure_state(con, snapshot)
     spec_hash = spec.fingerprint(prefix)
