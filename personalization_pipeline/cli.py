@@ -79,34 +79,54 @@ def demo() -> None:
     except ValueError as error:  # a malformed REDIS_URL; the message is redacted
         sys.exit(str(error))
     dagster_home()
+    from personalization_pipeline import demo_checkouts
     from personalization_pipeline.definitions import defs
     from personalization_pipeline.run_workers import in_process_worker_tags
-
-    job = defs.resolve_job_def("warehouse_actions_job")
-    with dg.DagsterInstance.get() as instance:
-        # An incremental sync: if the demo's Redis was restarted since the last demo (it keeps
-        # nothing on disk), the sync notices its lost epoch marker and rewrites every profile.
-        result = job.execute_in_process(
-            instance=instance,
-            raise_on_error=False,
-            # If this process is killed mid-run, the daemon or free-stuck-runs can tell.
-            tags=in_process_worker_tags(),
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        )
-    if not result.success:
-        sys.exit("warehouse_actions_job failed; the error is above (and in `make dev`, Runs).")
-    prefix = os.environ.get("REDIS_KEY_PREFIX", "")
+    from personalization_pipeline.settings import resources_from_env
     from personalization_pipeline.sync.identify import user_key
 
+    prefix = os.environ.get("REDIS_KEY_PREFIX", "")
+    run_ids = {}
+    with dg.DagsterInstance.get() as instance:
+
+        def run(job_name: str) -> None:
+            # An incremental sync: if the demo's Redis was restarted since the last demo (it
+            # keeps nothing on disk), each sync notices its lost epoch marker and rewrites all.
+            result = defs.resolve_job_def(job_name).execute_in_process(
+                instance=instance,
+                raise_on_error=False,
+                # If this process is killed mid-run, the daemon or free-stuck-runs can tell.
+                tags=in_process_worker_tags(),
+                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            )
+            if not result.success:
+                sys.exit(f"{job_name} failed; the error is above (and in `make dev`, Runs).")
+            run_ids[job_name] = result.run_id
+
+        run("warehouse_actions_job")
+        orders_path = resources_from_env()["catalog_files"].orders_path
+        orders = demo_checkouts.latest_orders(orders_path, EXAMPLE_USERS)
+        demo_checkouts.check_out(orders)
+        run("events_job")
+        run("recommendations_job")
     client = connect(url)
-    print(f"\nwarehouse_actions_job succeeded (run {result.run_id}). Redis now holds:")
+    profiles_run = run_ids["warehouse_actions_job"]
+    print(f"\nwarehouse_actions_job succeeded (run {profiles_run}). Redis now holds:")
     for user in EXAMPLE_USERS:
         key = user_key(user, prefix)
         fields = client.hgetall(key)
         print(f"  HGETALL {key}")
         for name, value in sorted(fields.items()):
             print(f"    {name.decode()} = {value.decode()}")
-    print("\nSee the run and the lineage in the UI: make dev, then http://127.0.0.1:3000")
+    print(
+        "\nEach example user checked out their latest sample order again, through the gateway's "
+        "intake path ("
+        + "; ".join(f"{u}: {', '.join(o['skus'])}" for u, o in orders.items())
+        + "); events_job drained it into raw.events and recommendations_job "
+        f"(run {run_ids['recommendations_job']}) rebuilt the model and synced it to Redis."
+    )
+    demo_checkouts.print_recommendations(client, EXAMPLE_USERS, prefix)
+    print("\nSee the runs and the lineage in the UI: make dev, then http://127.0.0.1:3000")
 
 
 def dev(port: int) -> None:
@@ -179,7 +199,10 @@ def free_stuck_runs() -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="personalization", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="run the profile pipeline on the sample data and show Redis")
+    commands.add_parser(
+        "demo",
+        help="run the profile and recommendation pipelines on the sample data and show Redis",
+    )
     dev_parser = commands.add_parser("dev", help="start the Dagster UI, daemon and sensors")
     dev_parser.add_argument("--port", type=int, default=3000)
     serve_parser = commands.add_parser(

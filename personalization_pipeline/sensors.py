@@ -377,14 +377,15 @@ def recommendations_after_drain_sensor(
     wait for in the duckdb pool. Co-purchase statistics move slowly; recent purchases reach
     personalize() in real time through the gateway anyway.
     """
-    latest = context.instance.get_latest_materialization_event(raw_events.key)
-    if latest is None or latest.storage_id is None:
+    records = context.instance.fetch_materializations(raw_events.key, limit=1).records
+    if not records:
         return dg.SkipReason("raw_events was never materialized: no events drained yet")
-    if context.cursor == str(latest.storage_id):
+    drained = str(records[0].storage_id)
+    if context.cursor == drained:
         return dg.SkipReason("No events drained since the last model rebuild")
-    context.update_cursor(str(latest.storage_id))
+    context.update_cursor(drained)
     return dg.RunRequest(
-        run_key=f"drained:{latest.storage_id}",
+        run_key=f"drained:{drained}",
         asset_selection=list(RECOMMENDATION_MODEL),
         tags={TRIGGER_TAG: context.sensor_name},
     )

@@ -1,0 +1,81 @@
+"""The recommendation path's sensors: a catalog or order drop with new content starts
+recommendations_job; events drained since the last rebuild start the model and its syncs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import dagster as dg
+
+from assets.events import raw_events
+from personalization_pipeline.jobs import RECOMMENDATION_MODEL
+from personalization_pipeline.resources.catalog import CatalogFilesResource
+from personalization_pipeline.sensors import (
+    catalog_files_sensor,
+    recommendations_after_drain_sensor,
+)
+from tests.conftest import SAMPLE_DIR
+
+
+def tick(sensor: dg.SensorDefinition, cursor: str | None, instance=None, **resources):
+    context = dg.build_sensor_context(
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        cursor=cursor,
+        resources=resources,
+        sensor_name=sensor.name,
+    )
+    return sensor.evaluate_tick(context)
+
+
+def test_catalog_sensor_follows_the_content_of_both_files(tmp_path: Path):
+    for name in ("products.csv", "orders.csv"):
+        shutil.copyfile(SAMPLE_DIR / name, tmp_path / name)
+    files = CatalogFilesResource(
+        products_path=str(tmp_path / "products.csv"),
+        orders_path=str(tmp_path / "orders.csv"),
+        settle_seconds=0,
+    )
+    first = tick(catalog_files_sensor, None, catalog_files=files)
+    assert len(first.run_requests) == 1
+    assert first.run_requests[0].asset_selection is None  # the whole recommendations_job
+    assert tick(catalog_files_sensor, first.cursor, catalog_files=files).run_requests == []
+    orders = tmp_path / "orders.csv"
+    stat = orders.stat()
+    os.utime(orders, ns=(stat.st_atime_ns, stat.st_mtime_ns - 10**10))
+    touched = tick(catalog_files_sensor, first.cursor, catalog_files=files)
+    assert touched.run_requests == []
+    assert "content is unchanged" in touched.skip_message
+    orders.write_text(orders.read_text() + "O999999,U000001,SKU-7,2024-12-01T00:00:00Z\n")
+    changed = tick(catalog_files_sensor, touched.cursor, catalog_files=files)
+    assert len(changed.run_requests) == 1
+    assert changed.run_requests[0].run_key != first.run_requests[0].run_key
+
+
+def test_catalog_sensor_waits_for_a_file_still_being_written(tmp_path: Path):
+    for name in ("products.csv", "orders.csv"):
+        shutil.copyfile(SAMPLE_DIR / name, tmp_path / name)
+    files = CatalogFilesResource(
+        products_path=str(tmp_path / "products.csv"),
+        orders_path=str(tmp_path / "orders.csv"),
+        settle_seconds=3600,
+    )
+    waiting = tick(catalog_files_sensor, None, catalog_files=files)
+    assert waiting.run_requests == []
+    assert "CATALOG_SETTLE_SECONDS" in waiting.skip_message
+    assert waiting.cursor is None
+
+
+def test_the_model_is_rebuilt_once_per_drain_that_landed_events():
+    instance = dg.DagsterInstance.ephemeral()
+    never = tick(recommendations_after_drain_sensor, None, instance)
+    assert never.run_requests == [] and "never materialized" in never.skip_message
+    instance.report_runless_asset_event(dg.AssetMaterialization(raw_events.key))
+    first = tick(recommendations_after_drain_sensor, None, instance)
+    (request,) = first.run_requests
+    # The model and its syncs; the file sources are the catalog sensor's.
+    assert set(request.asset_selection) == set(RECOMMENDATION_MODEL)
+    assert tick(recommendations_after_drain_sensor, first.cursor, instance).run_requests == []
+    instance.report_runless_asset_event(dg.AssetMaterialization(raw_events.key))
+    assert len(tick(recommendations_after_drain_sensor, first.cursor, instance).run_requests) == 1
