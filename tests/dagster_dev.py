@@ -43,6 +43,10 @@ def dagster_env(tmp_path: Path, redis_url: str, **settings: str) -> dict[str, st
         "INCOME_ENRICHMENT_PATH": str(SAMPLE_DIR / "income_enrichment.csv"),
         # A fresh clone has just written the sample file; don't wait a minute for it to settle.
         "INCOME_SETTLE_SECONDS": "0",
+        # Keeps catalog_files_sensor quiet (no file is that old): a recommendations_job run
+        # in its own process would add tens of seconds to every test of the profile path's
+        # runs. That path runs in process in test_recommendations_job.py.
+        "CATALOG_SETTLE_SECONDS": str(10**10),
         **settings,
     }
 

@@ -51,6 +51,12 @@ def test_ui_serves_the_graph_runs_the_job_and_sensors_are_on(dagster_dev, redis_
         "raw_events": "sources",
         "user_profiles": "warehouse",
         "redis_user_profiles": "activation",
+        "products": "sources",
+        "orders": "sources",
+        "product_recommendations": "models",
+        "redis_products": "activation",
+        "redis_product_similarity": "activation",
+        "redis_popular_products": "activation",
     }
     assert {d["path"][0] for d in nodes["user_profiles"]["dependencyKeys"]} == {
         "salesforce_contacts",
@@ -67,6 +73,9 @@ def test_ui_serves_the_graph_runs_the_job_and_sensors_are_on(dagster_dev, redis_
         "income_enrichment_sensor": ("RUNNING", 1800),
         # Its first tick finds the streams empty and starts nothing.
         "events_sensor": ("RUNNING", 30),
+        # Kept quiet here (tests/dagster_dev.py), and nothing drained yet: no runs.
+        "catalog_files_sensor": ("RUNNING", 1800),
+        "recommendations_after_drain_sensor": ("RUNNING", 3600),
     }
 
     run_id = dagster_dev.submit_job_execution(
