@@ -1,10 +1,11 @@
 """Sources: land Salesforce Contacts, the income-enrichment drop, the product catalog and the
 historical orders in the warehouse as is."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import dagster as dg
+import duckdb
 from pydantic import Field
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 
@@ -123,10 +124,19 @@ def income_enrichment(
     )
 
 
-def drop_result(
-    context: dg.AssetExecutionContext, load: DropLoad, path: str, metadata: dict
+def land_drop(
+    context: dg.AssetExecutionContext,
+    replace: Callable[[duckdb.DuckDBPyConnection, str, float], DropLoad],
+    path: str,
+    table: str,
+    warehouse: WarehouseResource,
+    rules: ProfileRulesResource,
 ) -> dg.MaterializeResult:
-    """What a catalog-style drop landed, and the lines it refused (kept in raw.rejected_lines)."""
+    """Replace ``table`` with the drop at ``path``; its lines refused (raw.rejected_lines)
+    are counted and shown."""
+    with fail_without_retry_on_permanent_errors(), warehouse.connect() as connection:
+        load = replace(connection, path, rules.max_shrink_fraction)
+        metadata = table_metadata(connection, table)
     context.log.info(f"Landed {load.rows} rows from {path}")
     if load.rejected:
         context.log.warning(
@@ -159,10 +169,7 @@ def products(
 ) -> dg.MaterializeResult:
     """The product catalog (sku, name, category, price, member_only) from its latest drop."""
     path = catalog_files.products_path
-    with fail_without_retry_on_permanent_errors(), warehouse.connect() as connection:
-        load = replace_products(connection, path, rules.max_shrink_fraction)
-        metadata = table_metadata(connection, PRODUCTS.name)
-    return drop_result(context, load, path, metadata)
+    return land_drop(context, replace_products, path, PRODUCTS.name, warehouse, rules)
 
 
 @dg.asset(
@@ -180,7 +187,4 @@ def orders(
 ) -> dg.MaterializeResult:
     """Historical orders (one row per line item) that the recommendation model learns from."""
     path = catalog_files.orders_path
-    with fail_without_retry_on_permanent_errors(), warehouse.connect() as connection:
-        load = replace_orders(connection, path, rules.max_shrink_fraction)
-        metadata = table_metadata(connection, ORDERS.name)
-    return drop_result(context, load, path, metadata)
+    return land_drop(context, replace_orders, path, ORDERS.name, warehouse, rules)

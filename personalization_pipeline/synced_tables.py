@@ -175,24 +175,11 @@ def synced_table(
         metadata["preview"] = preview
         yield dg.MaterializeResult(metadata=metadata)
 
-    @dg.asset_check(
-        asset=_sync,
-        name=READBACK_CHECK,
-        pool="duckdb",
-        description=(
-            f"A random sample of {spec.source} read back from Redis equals the warehouse, field "
-            "by field (REDIS_READBACK_SAMPLE rows)."
-        ),
+    description = (
+        f"A random sample of {spec.source} read back from Redis equals the warehouse, field by "
+        "field (REDIS_READBACK_SAMPLE rows)."
     )
-    def _readback(
-        context: dg.AssetCheckExecutionContext,
-        warehouse: WarehouseResource,
-        redis: RedisResource,
-        rules: ProfileRulesResource,
-    ) -> dg.AssetCheckResult:
-        return read_back(context, spec, warehouse, redis, rules.readback_sample_size, name)
-
-    return SyncedTable(spec, _sync, _readback)
+    return SyncedTable(spec, _sync, readback_check(_sync, description, read_back, spec, name))
 
 
 def sorted_set_table(
@@ -229,24 +216,29 @@ def sorted_set_table(
         metadata["preview"] = dg.MetadataValue.md(markdown_table(["key", "top members"], preview))
         yield dg.MaterializeResult(metadata=metadata)
 
-    @dg.asset_check(
-        asset=_sync,
-        name=READBACK_CHECK,
-        pool="duckdb",
-        description=(
-            f"A random sample of the lists in {spec.source} read back from Redis equals the "
-            "warehouse, member by member with its score (REDIS_READBACK_SAMPLE lists)."
-        ),
+    description = (
+        f"A random sample of the lists in {spec.source} read back from Redis equals the "
+        "warehouse, member by member with its score (REDIS_READBACK_SAMPLE lists)."
     )
+    return SyncedTable(spec, _sync, readback_check(_sync, description, read_back_lists, spec, name))
+
+
+def readback_check(
+    asset: dg.AssetsDefinition, description: str, compare, spec, asset_name: str
+) -> dg.AssetChecksDefinition:
+    """The ``readback`` check of a sync asset: ``compare(context, spec, warehouse, redis,
+    sample size, asset name)`` reads a sample back and judges it."""
+
+    @dg.asset_check(asset=asset, name=READBACK_CHECK, pool="duckdb", description=description)
     def _readback(
         context: dg.AssetCheckExecutionContext,
         warehouse: WarehouseResource,
         redis: RedisResource,
         rules: ProfileRulesResource,
     ) -> dg.AssetCheckResult:
-        return read_back_lists(context, spec, warehouse, redis, rules.readback_sample_size, name)
+        return compare(context, spec, warehouse, redis, rules.readback_sample_size, asset_name)
 
-    return SyncedTable(spec, _sync, _readback)
+    return _readback
 
 
 PREVIEW_MEMBERS = 3
@@ -295,28 +287,14 @@ def read_back_lists(
             stale = len(stored.keys() - want.keys())
             wrong = sum(stored[m] != s for m, s in want.items() if m in stored)
             mismatches.append((key, missing, stale, wrong))
-    description = f"{len(keys)} sampled lists equal the warehouse, member by member"
-    if mismatches:
-        description = (
-            f"{len(mismatches)} of {len(keys)} sampled lists differ from the warehouse; the next "
-            f"sync repairs a Redis that lost its data, run {asset_name} in full mode to repair "
-            "any other drift"
-        )
-        context.log.error(description)
-    return dg.AssetCheckResult(
-        passed=not mismatches,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=description,
-        metadata={
-            "sampled": len(keys),
-            "mismatches": len(mismatches),
-            "examples": dg.MetadataValue.md(
-                markdown_table(
-                    ["key", "missing members", "stale members", "wrong scores"],
-                    mismatches[:MISMATCH_EXAMPLES],
-                )
-            ),
-        },
+    return readback_result(
+        context,
+        sampled=len(keys),
+        mismatches=mismatches,
+        columns=["key", "missing members", "stale members", "wrong scores"],
+        holds="sampled lists equal the warehouse, member by member",
+        differs="sampled lists differ from the warehouse",
+        asset_name=asset_name,
     )
 
 
@@ -441,11 +419,31 @@ def read_back(
         stored = {f: v.decode() for f, v in zip(names, got, strict=True) if v is not None}
         if stored != want:
             mismatches.append((key, mask_personal(want), mask_personal(stored)))
-    description = f"{len(keys)} sampled keys equal the warehouse, field by field"
+    return readback_result(
+        context,
+        sampled=len(keys),
+        mismatches=mismatches,
+        columns=["key", "warehouse", "redis"],
+        holds="sampled keys equal the warehouse, field by field",
+        differs="sampled keys differ from the warehouse: the product reads wrong or missing values",
+        asset_name=asset_name,
+    )
+
+
+def readback_result(
+    context: dg.AssetCheckExecutionContext,
+    *,
+    sampled: int,
+    mismatches: list[tuple],
+    columns: list[str],
+    holds: str,
+    differs: str,
+    asset_name: str,
+) -> dg.AssetCheckResult:
+    description = f"{sampled} {holds}"
     if mismatches:
         description = (
-            f"{len(mismatches)} of {len(keys)} sampled keys differ from the warehouse: the "
-            "product reads wrong or missing values. The next sync repairs a Redis that lost "
+            f"{len(mismatches)} of {sampled} {differs}. The next sync repairs a Redis that lost "
             f"its data; run {asset_name} in full mode to repair any other drift"
         )
         context.log.error(description)
@@ -454,10 +452,10 @@ def read_back(
         severity=dg.AssetCheckSeverity.ERROR,
         description=description,
         metadata={
-            "sampled": len(keys),
+            "sampled": sampled,
             "mismatches": len(mismatches),
             "examples": dg.MetadataValue.md(
-                markdown_table(["key", "warehouse", "redis"], mismatches[:MISMATCH_EXAMPLES])
+                markdown_table(columns, mismatches[:MISMATCH_EXAMPLES])
             ),
         },
     )

@@ -29,14 +29,18 @@ def tick(sensor: dg.SensorDefinition, cursor: str | None, instance=None, **resou
     return sensor.evaluate_tick(context)
 
 
-def test_catalog_sensor_follows_the_content_of_both_files(tmp_path: Path):
+def copied_samples(directory: Path, settle_seconds: float) -> CatalogFilesResource:
     for name in ("products.csv", "orders.csv"):
-        shutil.copyfile(SAMPLE_DIR / name, tmp_path / name)
-    files = CatalogFilesResource(
-        products_path=str(tmp_path / "products.csv"),
-        orders_path=str(tmp_path / "orders.csv"),
-        settle_seconds=0,
+        shutil.copyfile(SAMPLE_DIR / name, directory / name)
+    return CatalogFilesResource(
+        products_path=str(directory / "products.csv"),
+        orders_path=str(directory / "orders.csv"),
+        settle_seconds=settle_seconds,
     )
+
+
+def test_catalog_sensor_follows_the_content_of_both_files(tmp_path: Path):
+    files = copied_samples(tmp_path, settle_seconds=0)
     first = tick(catalog_files_sensor, None, catalog_files=files)
     assert len(first.run_requests) == 1
     assert first.run_requests[0].asset_selection is None  # the whole recommendations_job
@@ -54,13 +58,7 @@ def test_catalog_sensor_follows_the_content_of_both_files(tmp_path: Path):
 
 
 def test_catalog_sensor_waits_for_a_file_still_being_written(tmp_path: Path):
-    for name in ("products.csv", "orders.csv"):
-        shutil.copyfile(SAMPLE_DIR / name, tmp_path / name)
-    files = CatalogFilesResource(
-        products_path=str(tmp_path / "products.csv"),
-        orders_path=str(tmp_path / "orders.csv"),
-        settle_seconds=3600,
-    )
+    files = copied_samples(tmp_path, settle_seconds=3600)
     waiting = tick(catalog_files_sensor, None, catalog_files=files)
     assert waiting.run_requests == []
     assert "CATALOG_SETTLE_SECONDS" in waiting.skip_message
