@@ -1,24 +1,32 @@
 """Activation: project warehouse models into the Redis keyspace the product reads."""
 
-from assets.warehouse import user_profiles
+from collections.abc import Sequence
+
+import dagster as dg
+
+from assets.warehouse import TRAIT_SOURCES
 from personalization_pipeline.sync.engine import SyncSpec
-from personalization_pipeline.synced_tables import synced_table
+from personalization_pipeline.synced_tables import SyncedTable, synced_table
+from personalization_pipeline.traits import TraitSource
+from personalization_pipeline.warehouse.profiles import USER_PROFILES_TABLE
 
-PROFILE_TRAITS = ["email", "membership_status", "income_bracket"]
 
-profiles = synced_table(
-    SyncSpec(
-        name="user_profiles",
-        source="analytics.user_profiles",
-        key_column="user_id",
-        fields=PROFILE_TRAITS,
-    ),
-    built_by=user_profiles,
-    description=(
-        "Profiles in Redis as `user:<userId>` hashes, byte-identical to what RudderStack's "
-        "Redis destination writes for an identify with these traits."
-    ),
-)
+def profile_sync(sources: Sequence[TraitSource]) -> SyncedTable:
+    """user_profiles into `user:{userId}` hashes: every trait of every source is a field."""
+    traits = [trait for source in sources for trait in source.trait_columns.values()]
+    return synced_table(
+        SyncSpec(
+            name="user_profiles", source=USER_PROFILES_TABLE, key_column="user_id", fields=traits
+        ),
+        built_by=dg.AssetKey("user_profiles"),
+        description=(
+            "Profiles in Redis as `user:{userId}` hashes, byte-identical to what RudderStack's "
+            f"Redis destination writes for an identify with these traits: {', '.join(traits)}."
+        ),
+    )
+
+
+profiles = profile_sync(TRAIT_SOURCES)
 redis_user_profiles = profiles.asset
 redis_user_profiles_readback = profiles.readback
 PROFILE_SYNC = profiles.spec
