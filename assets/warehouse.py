@@ -103,7 +103,8 @@ def profile_table(sources: Sequence[TraitSource]) -> Table:
                 Column(trait, source_column_type(source, column), f"From {source.name}: {column}")
             )
     columns.append(Column("updated_at", "TIMESTAMP", "Latest change among the sources, UTC"))
-    return Table(USER_PROFILES_TABLE, "One row per app user: the traits the sync sends.", tuple(columns))
+    description = "One row per app user: the traits the sync sends."
+    return Table(USER_PROFILES_TABLE, description, tuple(columns))
 
 
 def source_column_type(source: TraitSource, column: str) -> str:

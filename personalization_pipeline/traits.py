@@ -102,9 +102,9 @@ class TraitSource:
         for spec in specs:
             metadata = spec.metadata or {}
             schema = metadata.get("dagster/column_schema")
-            if spec.key == self.asset_key and schema is not None:
-                if metadata.get("dagster/table_name") == self.table:
-                    return {column.name: column.type for column in schema.columns}
+            table = metadata.get("dagster/table_name")
+            if spec.key == self.asset_key and schema is not None and table == self.table:
+                return {column.name: column.type for column in schema.columns}
         return None
 
 

@@ -160,11 +160,11 @@ def test_a_table_without_a_declared_column_or_with_repeated_keys_is_refused_at_r
             check_sources(connection, [source()])
         # Saying which row wins is enough.
         check_sources(connection, [source(prefer="score DESC")])
-        with pytest.raises(TraitSourceDataError, match="table raw.missing does not exist"):
+        with pytest.raises(TraitSourceDataError, match=r"table raw\.missing does not exist"):
             check_sources(connection, [source(table="raw.missing")])
 
 
-EMAIL_SCORES = '''
+EMAIL_SCORES = """
 import dagster as dg
 
 from personalization_pipeline.traits import TraitSource
@@ -173,7 +173,7 @@ SEGMENTS = TraitSource(
     name="segments", asset=dg.AssetKey("salesforce_contacts"), table="raw.segments",
     key="email", traits=["segment"], prefer="updated DESC", updated_at="updated",
 )
-'''
+"""
 
 
 def test_an_email_keyed_source_matches_any_case_and_spacing_and_takes_the_preferred_row(
