@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from personalization_pipeline.resources.redis import DEFAULT_REDIS_URL, redact
+from personalization_pipeline.resources.redis import redact
+from personalization_pipeline.settings import current
 from personalization_pipeline.sync.redis_config import RedisDestination, RedisUnavailable, connect
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +74,7 @@ def redis_server_command(server: str, port: int | str, directory: Path) -> list[
 def demo() -> None:
     import dagster as dg
 
-    url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    url = current().redis.url
     try:
         ensure_redis(url)
     except ValueError as error:  # a malformed REDIS_URL; the message is redacted
@@ -95,7 +96,7 @@ def demo() -> None:
         )
     if not result.success:
         sys.exit("warehouse_actions_job failed; the error is above (and in `make dev`, Runs).")
-    prefix = os.environ.get("REDIS_KEY_PREFIX", "")
+    prefix = current().redis.prefix
     from personalization_pipeline.sync.identify import user_key
 
     client = connect(url)
@@ -127,7 +128,7 @@ def serve(host: str, port: int, workers: int) -> None:
     from personalization_pipeline.sync.redis_config import RedisUnavailable, connect
 
     try:
-        settings = GatewaySettings.from_env()
+        settings = GatewaySettings.from_settings(current())
     except ValueError as error:
         sys.exit(f"personalization serve refused to start: {error}")
     where = settings.destination.display_url()
@@ -176,6 +177,19 @@ def free_stuck_runs() -> None:
         )
 
 
+def show_settings() -> None:
+    """Every variable and the value in effect (secrets masked); a malformed one says why."""
+    from personalization_pipeline.settings import Settings, SettingsError
+
+    try:
+        listing = Settings.from_env().listing()
+    except SettingsError as error:
+        sys.exit(f"Settings refused: {error}")
+    width = max(len(variable) for variable, _ in listing)
+    for variable, value in listing:
+        print(f"{variable:<{width}}  {value}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="personalization", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -192,8 +206,11 @@ def main(argv: list[str] | None = None) -> None:
         "free-stuck-runs",
         help="fail runs whose worker was killed and free their pool slots (when no daemon runs)",
     )
+    commands.add_parser("settings", help="print every setting in effect (secrets masked)")
     args = parser.parse_args(argv)
-    if args.command == "demo":
+    if args.command == "settings":
+        show_settings()
+    elif args.command == "demo":
         demo()
     elif args.command == "serve":
         serve(args.host, args.port, args.workers)

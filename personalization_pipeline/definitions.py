@@ -7,7 +7,8 @@ import dagster as dg
 
 from assets import activation, events, sources, traits, warehouse
 from personalization_pipeline import jobs, schedules, sensors
-from personalization_pipeline.settings import resources_from_env
+from personalization_pipeline.resources.configured import resources_from_settings
+from personalization_pipeline.settings import current
 from personalization_pipeline.traits import discover, expand
 
 
@@ -40,7 +41,7 @@ def build_definitions(trait_modules: Sequence[ModuleType] = (traits,)) -> dg.Def
             schedules.reconcile_schedule,
             schedules.warehouse_actions_schedule,
         ],
-        resources=resources_from_env(),
+        resources=resources_from_settings(current()),
         # Every step that opens the warehouse is serialized by the `duckdb` pool anyway, so a
         # process per step would only add start-up time (seconds each on a small machine).
         executor=dg.in_process_executor,

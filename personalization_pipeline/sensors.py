@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Sequence
 from contextlib import closing
@@ -25,16 +24,14 @@ from assets.activation import redis_user_profiles
 from assets.sources import income_enrichment, salesforce_contacts
 from assets.warehouse import user_profiles
 from personalization_pipeline.events.backlog import backlog
-from personalization_pipeline.events.streams import EventStreams, positive_int
 from personalization_pipeline.jobs import events_job, warehouse_actions_job
 from personalization_pipeline.keys import event_stream_keys
 from personalization_pipeline.resources.enrichment import EnrichmentFileResource
 from personalization_pipeline.resources.redis import RedisResource
 from personalization_pipeline.resources.salesforce import ContactSource
+from personalization_pipeline.settings import current
 from personalization_pipeline.warehouse.income import missing_file_message
 
-DEFAULT_INTERVAL_SECONDS = 30 * 60
-MINIMUM_INTERVAL_SECONDS = 60
 TRIGGER_TAG = "personalization/trigger"
 RETRY_OF_TAG = "personalization/retry_of"
 ATTEMPT_TAG = "personalization/attempt"
@@ -42,17 +39,6 @@ ATTEMPT_TAG = "personalization/attempt"
 MAX_ATTEMPTS = 3
 # Set by Dagster on a failed run that the instance's run_retries will launch again.
 WILL_RETRY_TAG = "dagster/will_retry"
-
-
-def sensor_interval_seconds() -> int:
-    """SENSOR_INTERVAL_SECONDS, default 1800 (30 minutes), at least 60."""
-    value = int(os.environ.get("SENSOR_INTERVAL_SECONDS") or DEFAULT_INTERVAL_SECONDS)
-    if value < MINIMUM_INTERVAL_SECONDS:
-        raise ValueError(
-            f"SENSOR_INTERVAL_SECONDS={value} is below the {MINIMUM_INTERVAL_SECONDS}-second "
-            "minimum; set it to 60 or more"
-        )
-    return value
 
 
 def short_digest(text: str) -> str:
@@ -114,7 +100,7 @@ def profile_path_from(
 
 @dg.sensor(
     job=warehouse_actions_job,
-    minimum_interval_seconds=sensor_interval_seconds(),
+    minimum_interval_seconds=current().automation.sensor_interval_seconds,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Runs the profile path when any Salesforce Contact was added, edited or deleted "
@@ -160,7 +146,7 @@ def file_fingerprint(path: Path, previous: dict | None) -> dict:
 
 @dg.sensor(
     job=warehouse_actions_job,
-    minimum_interval_seconds=sensor_interval_seconds(),
+    minimum_interval_seconds=current().automation.sensor_interval_seconds,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Runs the profile path when the enrichment vendor drops a file with new content, once "
@@ -202,8 +188,6 @@ def income_enrichment_sensor(
     )
 
 
-DEFAULT_DRAIN_BACKLOG = 10_000
-DEFAULT_DRAIN_INTERVAL_SECONDS = 300
 # How often the backlog is looked at: one XINFO STREAM and XINFO GROUPS per stream.
 EVENTS_SENSOR_TICK_SECONDS = 30
 UNFINISHED_RUN_STATUSES = [
@@ -213,16 +197,6 @@ UNFINISHED_RUN_STATUSES = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
-
-
-def drain_backlog_threshold() -> int:
-    """EVENTS_DRAIN_BACKLOG, default 10,000: this many waiting events start a drain at once."""
-    return positive_int("EVENTS_DRAIN_BACKLOG", DEFAULT_DRAIN_BACKLOG)
-
-
-def drain_interval_seconds() -> int:
-    """EVENTS_DRAIN_INTERVAL_SECONDS, default 300: a drain at least this often while any wait."""
-    return positive_int("EVENTS_DRAIN_INTERVAL_SECONDS", DEFAULT_DRAIN_INTERVAL_SECONDS)
 
 
 @dg.sensor(
@@ -250,15 +224,15 @@ def events_sensor(
         return dg.SkipReason(
             f"Drain run {unfinished[0].run_id} is {unfinished[0].status.value}; waiting for it"
         )
-    keys = event_stream_keys(EventStreams.from_env().shards, redis.prefix)
+    keys = event_stream_keys(current().events.stream_shards, redis.prefix)
     with closing(redis.get_client()) as client:
         waiting = backlog(client, keys)
     last_request = float(context.cursor) if context.cursor else None
     now = time.time()
-    due = last_request is None or now - last_request >= drain_interval_seconds()
+    due = last_request is None or now - last_request >= current().automation.drain_interval_seconds
     latest = context.instance.get_runs(filters=dg.RunsFilter(job_name=events_job.name), limit=1)
     failed = bool(latest) and latest[0].status == dg.DagsterRunStatus.FAILURE
-    if waiting == 0 or not (due or (waiting >= drain_backlog_threshold() and not failed)):
+    if waiting == 0 or not (due or (waiting >= current().automation.drain_backlog and not failed)):
         return dg.SkipReason(
             f"{waiting} events waiting in {len(keys)} streams"
             + ("; the last drain failed, the next waits for the interval" if failed else "")

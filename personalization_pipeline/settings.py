@@ -1,64 +1,199 @@
-"""Resources built from environment variables, with defaults that run the demo.
+"""Every setting the pipeline reads from the environment, typed, in one object built once.
 
-Every variable is listed in .env.example and the README's configuration table.
+`Settings.from_env()` reads each block's variables (named in the fields' `setting(...)`), parses
+them by the field's type (whole numbers, numbers, true/false, comma-separated lists) and
+refuses a malformed value naming the variable and what it expected, without ever repeating a
+secret's value. An unset or empty variable keeps the default. Resources, sensors, schedules,
+the gateway and the CLI read this object, never the environment. Salesforce's SALESFORCE_*
+settings are the Salesforce resource's fields (resources/salesforce.py).
+
+Every variable is listed in .env.example and the README's configuration table; `personalization
+settings` prints the values in effect (secrets masked).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-import dagster as dg
-
-from personalization_pipeline.resources.enrichment import (
-    DEFAULT_INCOME_ENRICHMENT_PATH,
-    DEFAULT_SETTLE_SECONDS,
-    EnrichmentFileResource,
+from personalization_pipeline.events.connection import (
+    DEFAULT_SOCKET_TIMEOUT as GATEWAY_SOCKET_TIMEOUT,
 )
-from personalization_pipeline.resources.redis import DEFAULT_REDIS_URL, RedisResource
-from personalization_pipeline.resources.rules import (
-    DEFAULT_INCOME_BRACKET_PATTERN,
-    DEFAULT_MAX_SHRINK_FRACTION,
-    DEFAULT_MEMBERSHIP_STATUSES,
-    DEFAULT_READBACK_SAMPLE_SIZE,
-    ProfileRulesResource,
-)
-from personalization_pipeline.resources.salesforce import contact_source_from_env
-from personalization_pipeline.resources.warehouse import DEFAULT_WAREHOUSE_PATH, WarehouseResource
+from personalization_pipeline.events.streams import DEFAULT_MAX_LENGTH, DEFAULT_SHARDS, EventStreams
 from personalization_pipeline.sync.redis_config import DEFAULT_SOCKET_TIMEOUT
 
+__all__ = ["Settings", "SettingsError", "current", "setting"]
 
-def env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
+MINIMUM_SENSOR_INTERVAL_SECONDS = 60
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
 
 
-def resources_from_env() -> dict[str, dg.ConfigurableResource]:
-    return {
-        "salesforce": contact_source_from_env(),
-        "income_file": EnrichmentFileResource(
-            path=env("INCOME_ENRICHMENT_PATH", DEFAULT_INCOME_ENRICHMENT_PATH),
-            settle_seconds=float(env("INCOME_SETTLE_SECONDS", str(DEFAULT_SETTLE_SECONDS))),
-        ),
-        "warehouse": WarehouseResource(path=env("WAREHOUSE_PATH", DEFAULT_WAREHOUSE_PATH)),
-        # The URL can carry a password, so it reaches the run only through EnvVar.
-        "redis": RedisResource(
-            url=dg.EnvVar("REDIS_URL") if os.environ.get("REDIS_URL") else DEFAULT_REDIS_URL,
-            prefix=env("REDIS_KEY_PREFIX", ""),
-            cluster_mode=env("REDIS_CLUSTER_MODE", "false").lower() in ("1", "true", "yes"),
-            socket_timeout=float(env("REDIS_SOCKET_TIMEOUT", str(DEFAULT_SOCKET_TIMEOUT))),
-            ca_cert_path=env("REDIS_CA_CERT_PATH", ""),
-            client_cert_path=env("REDIS_CLIENT_CERT_PATH", ""),
-            client_key_path=env("REDIS_CLIENT_KEY_PATH", ""),
-        ),
-        "rules": ProfileRulesResource(
-            allowed_membership_statuses=env(
-                "PROFILE_MEMBERSHIP_STATUSES", ",".join(DEFAULT_MEMBERSHIP_STATUSES)
-            ).split(","),
-            income_bracket_pattern=env(
-                "PROFILE_INCOME_BRACKET_PATTERN", DEFAULT_INCOME_BRACKET_PATTERN
-            ),
-            max_shrink_fraction=float(env("PROFILE_MAX_SHRINK", str(DEFAULT_MAX_SHRINK_FRACTION))),
-            readback_sample_size=int(
-                env("REDIS_READBACK_SAMPLE", str(DEFAULT_READBACK_SAMPLE_SIZE))
-            ),
-        ),
-    }
+class SettingsError(ValueError):
+    """A variable that cannot be read; the message names it and says what it should hold."""
+
+
+def setting(variable: str, default: Any, *, secret: bool = False) -> Any:
+    """A field read from `variable`; `secret` values are never shown in messages or listings."""
+    return field(default=default, metadata={"variable": variable, "secret": secret})
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = setting("REDIS_URL", "redis://127.0.0.1:6379/0", secret=True)
+    prefix: str = setting("REDIS_KEY_PREFIX", "")
+    cluster_mode: bool = setting("REDIS_CLUSTER_MODE", False)
+    socket_timeout: float = setting("REDIS_SOCKET_TIMEOUT", DEFAULT_SOCKET_TIMEOUT)
+    ca_cert_path: str = setting("REDIS_CA_CERT_PATH", "")
+    client_cert_path: str = setting("REDIS_CLIENT_CERT_PATH", "")
+    client_key_path: str = setting("REDIS_CLIENT_KEY_PATH", "")
+    readback_sample: int = setting("REDIS_READBACK_SAMPLE", 100)
+
+    @property
+    def url_is_set(self) -> bool:
+        """REDIS_URL came from the environment (it then reaches runs only as an EnvVar)."""
+        return self.url != RedisSettings.url
+
+
+@dataclass(frozen=True)
+class WarehouseSettings:
+    path: str = setting("WAREHOUSE_PATH", "data/warehouse.duckdb")
+    sync_memory_limit: str = setting("SYNC_MEMORY_LIMIT", "1GB")
+    """DuckDB's memory limit while a sync runs; past it the sync spills to disk."""
+
+
+@dataclass(frozen=True)
+class IncomeSettings:
+    path: str = setting("INCOME_ENRICHMENT_PATH", "data/sample/income_enrichment.csv")
+    settle_seconds: float = setting("INCOME_SETTLE_SECONDS", 60.0)
+    """A file is loaded once its size and mtime stayed put this long."""
+
+
+@dataclass(frozen=True)
+class ProfileRules:
+    membership_statuses: tuple[str, ...] = setting(
+        "PROFILE_MEMBERSHIP_STATUSES", ("loyalty_member", "expired", "trial", "prospect")
+    )
+    income_bracket_pattern: str = setting("PROFILE_INCOME_BRACKET_PATTERN", r"^level_[1-5]$")
+    max_shrink: float = setting("PROFILE_MAX_SHRINK", 0.2)
+    """user_profiles may lose at most this share of its rows since the last good build."""
+
+
+@dataclass(frozen=True)
+class AutomationSettings:
+    sensor_interval_seconds: int = setting("SENSOR_INTERVAL_SECONDS", 30 * 60)
+    redis_verify_cron: str = setting("REDIS_VERIFY_CRON", "*/30 * * * *")
+    reconcile_cron: str = setting("RECONCILE_CRON", "0 3 * * *")
+    drain_backlog: int = setting("EVENTS_DRAIN_BACKLOG", 10_000)
+    """This many waiting events start a drain at once."""
+    drain_interval_seconds: int = setting("EVENTS_DRAIN_INTERVAL_SECONDS", 300)
+    """A drain at least this often while any event waits."""
+
+    def __post_init__(self) -> None:
+        if self.sensor_interval_seconds < MINIMUM_SENSOR_INTERVAL_SECONDS:
+            raise SettingsError(
+                f"SENSOR_INTERVAL_SECONDS={self.sensor_interval_seconds} is below the "
+                f"{MINIMUM_SENSOR_INTERVAL_SECONDS}-second minimum; set it to 60 or more"
+            )
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    write_keys: tuple[str, ...] = setting("EVENTS_WRITE_KEYS", (), secret=True)
+    read_keys: tuple[str, ...] = setting("PERSONALIZE_READ_KEYS", (), secret=True)
+    purchase_events: tuple[str, ...] = setting("EVENTS_PURCHASE_EVENTS", ("Order Completed",))
+    stream_shards: int = setting("EVENTS_STREAM_SHARDS", DEFAULT_SHARDS)
+    stream_max_length: int = setting("EVENTS_STREAM_MAX_LENGTH", DEFAULT_MAX_LENGTH)
+    socket_timeout: float = setting("EVENTS_SOCKET_TIMEOUT", GATEWAY_SOCKET_TIMEOUT)
+    drain_batch_size: int = setting("EVENTS_DRAIN_BATCH_SIZE", 1000)
+    """Entries read per stream per batch; one DuckDB transaction per batch."""
+    drain_max_events: int = setting("EVENTS_DRAIN_MAX_EVENTS", 200_000)
+    drain_max_seconds: float = setting("EVENTS_DRAIN_MAX_SECONDS", 120.0)
+    """One drain run stops after this many entries or seconds, so constant load cannot pin it."""
+
+    def streams(self) -> EventStreams:
+        return EventStreams(self.stream_shards, self.stream_max_length)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration; see the README's configuration table."""
+
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
+    income: IncomeSettings = field(default_factory=IncomeSettings)
+    rules: ProfileRules = field(default_factory=ProfileRules)
+    automation: AutomationSettings = field(default_factory=AutomationSettings)
+    events: EventSettings = field(default_factory=EventSettings)
+    preview_personal_data: bool = setting("PREVIEW_PERSONAL_DATA", False)
+    """Show emails and names unmasked in Dagster metadata (development on sample data only)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        return read_block(cls, os.environ if environ is None else environ)
+
+    def listing(self) -> list[tuple[str, str]]:
+        """(variable, value in effect) for every setting, secrets masked."""
+        return list(variables(self))
+
+
+@functools.cache
+def current() -> Settings:
+    """The settings of this process, read from the environment on first use. (Tests that set a
+    variable call ``current.cache_clear()``.)"""
+    return Settings.from_env()
+
+
+def read_block(block: type, environ: Mapping[str, str]) -> Any:
+    hints = typing.get_type_hints(block)
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(block):
+        kind = hints[item.name]
+        if dataclasses.is_dataclass(kind):
+            values[item.name] = read_block(kind, environ)
+            continue
+        variable = item.metadata["variable"]
+        text = (environ.get(variable) or "").strip()
+        if text:
+            values[item.name] = parse(variable, text, kind, item.metadata["secret"])
+    return block(**values)
+
+
+def parse(variable: str, text: str, kind: Any, secret: bool = False) -> Any:
+    """`text` as a `kind` (str, int, float, bool, tuple[str, ...], or X | None of those)."""
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+    shown = "(value hidden: it is a secret)" if secret else repr(text)
+    if kind is bool:
+        if text.lower() in TRUE + FALSE:
+            return text.lower() in TRUE
+        raise SettingsError(f"{variable} must be true or false, not {shown}")
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise SettingsError(
+                f"{variable} must be {what}, not {shown}; fix or unset it"
+            ) from None
+    if typing.get_origin(kind) is tuple:
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+    return text
+
+
+def variables(block: Any) -> typing.Iterator[tuple[str, str]]:
+    for item in dataclasses.fields(block):
+        value = getattr(block, item.name)
+        if dataclasses.is_dataclass(value):
+            yield from variables(value)
+        elif item.metadata["secret"]:
+            yield item.metadata["variable"], "(set, hidden)" if value else "(unset)"
+        else:
+            shown = ",".join(value) if isinstance(value, tuple) else str(value)
+            yield item.metadata["variable"], shown

@@ -21,8 +21,8 @@ from personalization_pipeline.sensors import (
     TRIGGER_TAG,
     income_enrichment_sensor,
     salesforce_contacts_sensor,
-    sensor_interval_seconds,
 )
+from personalization_pipeline.settings import Settings
 from tests.conftest import SAMPLE_DIR, free_port
 from tests.test_salesforce_asset import local_source, materialize
 
@@ -66,12 +66,11 @@ def test_sensors_run_every_30_minutes_by_default():
         assert sensor.job_name == "warehouse_actions_job"
 
 
-def test_interval_is_configurable_down_to_a_minute(monkeypatch):
-    monkeypatch.setenv("SENSOR_INTERVAL_SECONDS", "60")
-    assert sensor_interval_seconds() == 60
-    monkeypatch.setenv("SENSOR_INTERVAL_SECONDS", "30")
+def test_interval_is_configurable_down_to_a_minute():
+    settings = Settings.from_env({"SENSOR_INTERVAL_SECONDS": "60"})
+    assert settings.automation.sensor_interval_seconds == 60
     with pytest.raises(ValueError, match="below the 60-second minimum"):
-        sensor_interval_seconds()
+        Settings.from_env({"SENSOR_INTERVAL_SECONDS": "30"})
 
 
 def test_contacts_sensor_runs_on_change_and_skips_when_unchanged(contacts_csv: Path):

@@ -34,7 +34,7 @@ from personalization_pipeline.events.backlog import (
     ensure_group,
     group_positions,
 )
-from personalization_pipeline.events.streams import EventStreams, positive_int
+from personalization_pipeline.events.streams import EventStreams
 from personalization_pipeline.keys import EVENT_FIELD, EVENTS_CONSUMER_GROUP, event_stream_keys
 from personalization_pipeline.warehouse.schema import ensure_schema
 from personalization_pipeline.warehouse.transaction import transaction
@@ -128,15 +128,6 @@ class DrainSettings:
         for name, variable in SETTINGS.items():
             if getattr(self, name) < 1:
                 raise ValueError(f"{variable} must be at least 1, got {getattr(self, name)}")
-
-    @classmethod
-    def from_env(cls) -> DrainSettings:
-        return cls(
-            **{
-                name: positive_int(variable, getattr(cls, name))
-                for name, variable in SETTINGS.items()
-            }
-        )
 
 
 @dataclass
