@@ -190,6 +190,17 @@ def show_settings() -> None:
         print(f"{variable:<{width}}  {value}")
 
 
+def graph(write_readme: bool) -> None:
+    from personalization_pipeline import graph_picture
+    from personalization_pipeline.definitions import defs
+
+    if not write_readme:
+        print(graph_picture.mermaid(defs), end="")
+        return
+    changed = graph_picture.write_readme(PROJECT_ROOT / "README.md", defs)
+    print("README.md's asset graph " + ("updated" if changed else "was already current"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="personalization", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -207,9 +218,15 @@ def main(argv: list[str] | None = None) -> None:
         help="fail runs whose worker was killed and free their pool slots (when no daemon runs)",
     )
     commands.add_parser("settings", help="print every setting in effect (secrets masked)")
+    graph_parser = commands.add_parser("graph", help="print the asset graph (Mermaid)")
+    graph_parser.add_argument(
+        "--write-readme", action="store_true", help="refresh the picture in README.md"
+    )
     args = parser.parse_args(argv)
     if args.command == "settings":
         show_settings()
+    elif args.command == "graph":
+        graph(args.write_readme)
     elif args.command == "demo":
         demo()
     elif args.command == "serve":
