@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -14,8 +15,13 @@ from personalization_pipeline.resources.rules import ProfileRulesResource
 from personalization_pipeline.resources.salesforce import ContactSource
 from personalization_pipeline.resources.warehouse import WarehouseResource
 from personalization_pipeline.warehouse.contacts import contact_counts
-from personalization_pipeline.warehouse.income import replace_income
+from personalization_pipeline.warehouse.income import file_sha256, replace_income
 from personalization_pipeline.warehouse.tables import INCOME_ENRICHMENT, SALESFORCE_CONTACT
+
+# What each source's sensor compares with the source: recorded by every materialization, so a
+# run the sensor did not start (the demo, the Launchpad) counts as having seen the source.
+CHANGE_MARKER = "change_marker"
+CONTENT_SHA256 = "content_sha256"
 
 # Transient source failures (Salesforce calls retry on their own first) get a second chance.
 SOURCE_RETRY = dg.RetryPolicy(max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL)
@@ -57,6 +63,9 @@ def salesforce_contacts(
     with fail_without_retry_on_permanent_errors():
         source = salesforce.describe()
         context.log.info(f"Reading contacts from {source}")
+        # Taken before landing: a change made meanwhile shows as a different marker, so the
+        # sensor runs again rather than missing it. The sensor compares with this.
+        marker = salesforce.marker_before_landing()
         with warehouse.connect() as connection:
             landed = salesforce.land_contacts(
                 connection, config.full_refresh, context.log.info, context.log.warning
@@ -74,6 +83,7 @@ def salesforce_contacts(
             **metadata,
             **landed,
             "source": source,
+            **({CHANGE_MARKER: marker} if marker else {}),
             "deleted_contacts": counts.deleted,
             "contacts_without_user_id": counts.without_user_id,
         }
@@ -95,6 +105,7 @@ def income_enrichment(
 ) -> dg.MaterializeResult:
     """Income brackets from the enrichment vendor's latest drop, landed in raw.income_enrichment."""
     with fail_without_retry_on_permanent_errors(), warehouse.connect() as connection:
+        content = file_sha256(Path(income_file.path))
         load = replace_income(connection, income_file.path, rules.max_shrink_fraction)
         metadata = table_metadata(connection, "raw.income_enrichment")
     context.log.info(f"Landed {load.rows} income rows from {income_file.path}")
@@ -108,6 +119,7 @@ def income_enrichment(
         metadata={
             **metadata,
             "source_file": income_file.path,
+            CONTENT_SHA256: content,
             "rows_without_email": load.without_email,
             "previous_rows": load.previous_rows if load.previous_rows is not None else "none",
             "emails_with_conflicting_brackets": load.conflicting_emails,

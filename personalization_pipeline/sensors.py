@@ -21,7 +21,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.activation import redis_user_profiles
-from assets.sources import income_enrichment, salesforce_contacts
+from assets.sources import CHANGE_MARKER, CONTENT_SHA256, income_enrichment, salesforce_contacts
 from assets.warehouse import user_profiles
 from personalization_pipeline.events.backlog import backlog
 from personalization_pipeline.jobs import events_job, warehouse_actions_job
@@ -30,7 +30,7 @@ from personalization_pipeline.resources.enrichment import EnrichmentFileResource
 from personalization_pipeline.resources.redis import RedisResource
 from personalization_pipeline.resources.salesforce import ContactSource
 from personalization_pipeline.settings import current
-from personalization_pipeline.warehouse.income import missing_file_message
+from personalization_pipeline.warehouse.income import file_sha256, missing_file_message
 
 TRIGGER_TAG = "personalization/trigger"
 RETRY_OF_TAG = "personalization/retry_of"
@@ -114,6 +114,9 @@ def salesforce_contacts_sensor(
     """Runs the profile path when any Salesforce Contact was added, edited or deleted."""
     marker = salesforce.change_marker()
     selection = profile_path_from(context, salesforce_contacts.key)
+    if marker != context.cursor and marker == recorded(context, salesforce_contacts, CHANGE_MARKER):
+        context.update_cursor(marker)
+        return dg.SkipReason(f"The latest materialization already landed this state: {marker}")
     if marker == context.cursor:
         return rerun_if_last_failed(context, selection) or dg.SkipReason(
             f"No Contact changed in {salesforce.describe()}: {marker}"
@@ -128,6 +131,16 @@ def salesforce_contacts_sensor(
     )
 
 
+def recorded(
+    context: dg.SensorEvaluationContext, asset: dg.AssetsDefinition, name: str
+) -> object | None:
+    """What the latest materialization of `asset` recorded under `name`, if anything."""
+    event = context.instance.get_latest_materialization_event(asset.key)
+    materialization = event.asset_materialization if event else None
+    value = materialization.metadata.get(name) if materialization else None
+    return value.value if value is not None else None
+
+
 def file_fingerprint(path: Path, previous: dict | None) -> dict:
     """Size, mtime and content hash; the file is only read when size or mtime moved."""
     try:
@@ -137,11 +150,7 @@ def file_fingerprint(path: Path, previous: dict | None) -> dict:
     fingerprint = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     if previous and all(previous.get(k) == v for k, v in fingerprint.items()):
         return previous
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {**fingerprint, "sha256": digest.hexdigest()}
+    return {**fingerprint, "sha256": file_sha256(path)}
 
 
 @dg.sensor(
@@ -181,6 +190,8 @@ def income_enrichment_sensor(
     context.update_cursor(json.dumps(fingerprint, sort_keys=True))
     if previous and previous.get("sha256") == fingerprint["sha256"]:
         return dg.SkipReason(f"{path} was touched but its content is unchanged")
+    if fingerprint["sha256"] == recorded(context, income_enrichment, CONTENT_SHA256):
+        return dg.SkipReason(f"The latest materialization already loaded this content of {path}")
     return dg.RunRequest(
         run_key=f"income:{fingerprint['sha256'][:16]}:{fingerprint['mtime_ns']}",
         asset_selection=selection,

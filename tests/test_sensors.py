@@ -299,3 +299,26 @@ def test_a_future_dated_income_file_settles_on_this_hosts_clock(income_csv: Path
     assert len(second.run_requests) == 1, second.skip_message
     assert set(json.loads(second.cursor)) == {"size", "mtime_ns", "sha256"}
     assert tick(income_enrichment_sensor, second.cursor, income_file=income_file).run_requests == []
+
+
+def test_a_run_the_sensors_did_not_start_counts_so_a_first_tick_starts_nothing(
+    pipeline_resources,
+):
+    """`make demo` then `make dev`: the demo's run landed the sources as they are, so the
+    sensors' first ticks (no cursor yet) compare with what it recorded and start no run."""
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def("warehouse_actions_job")
+    assert job.execute_in_process(instance=instance, resources=pipeline_resources).success
+    salesforce = pipeline_resources["salesforce"]
+    income = EnrichmentFileResource(path=pipeline_resources["income_file"].path, settle_seconds=0)
+    for sensor, resources in (
+        (salesforce_contacts_sensor, {"salesforce": salesforce}),
+        (income_enrichment_sensor, {"income_file": income}),
+    ):
+        context = dg.build_sensor_context(
+            instance=instance, cursor=None, resources=resources, sensor_name=sensor.name
+        )
+        result = sensor.evaluate_tick(context)
+        assert not result.run_requests, sensor.name
+        assert "latest materialization already" in result.skip_message
+        assert result.cursor  # the next tick compares with the source as seen now
