@@ -89,3 +89,26 @@ def test_every_table_asset_shows_its_columns():
     for key in ("salesforce_contacts", "income_enrichment", "raw_events", "user_profiles"):
         schema = graph.get(dg.AssetKey(key)).metadata["dagster/column_schema"]
         assert schema.columns, key
+
+
+# Written by the previous main (5214b9d, schema version 4): the sample data through
+# warehouse_actions_job, so it holds landed tables, the models and the sync's state.
+WAREHOUSE_V4 = Path(__file__).parent / "fixtures" / "warehouse_v4.duckdb.gz"
+
+
+def test_a_warehouse_written_by_the_previous_main_runs_the_current_job(
+    tmp_path, pipeline_resources
+):
+    from personalization_pipeline.definitions import defs
+    from personalization_pipeline.resources.warehouse import WarehouseResource
+
+    path = tmp_path / "v4.duckdb"
+    path.write_bytes(gzip.decompress(WAREHOUSE_V4.read_bytes()))
+    resources = {**pipeline_resources, "warehouse": WarehouseResource(path=str(path))}
+    result = defs.resolve_job_def("warehouse_actions_job").execute_in_process(resources=resources)
+    assert result.success
+    with duckdb.connect(str(path)) as connection:
+        (version,) = connection.execute("SELECT max(version) FROM meta.schema_version").fetchone()
+        (profiles,) = connection.execute("SELECT count(*) FROM analytics.user_profiles").fetchone()
+    assert version == LATEST_VERSION
+    assert profiles > 900
