@@ -4,6 +4,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from assets import OWNERS, layer
 from assets.warehouse import TRAIT_SOURCES
 from personalization_pipeline.sync.engine import SyncSpec
 from personalization_pipeline.synced_tables import SyncedTable, synced_table
@@ -19,6 +20,8 @@ def profile_sync(sources: Sequence[TraitSource]) -> SyncedTable:
             name="user_profiles", source=USER_PROFILES_TABLE, key_column="user_id", fields=traits
         ),
         built_by=dg.AssetKey("user_profiles"),
+        owners=OWNERS,
+        tags=layer("activation", personal_data=True),
         description=(
             "Profiles in Redis as `user:{userId}` hashes, byte-identical to what RudderStack's "
             f"Redis destination writes for an identify with these traits: {', '.join(traits)}."

@@ -4,6 +4,7 @@ from contextlib import closing
 
 import dagster as dg
 
+from assets import OWNERS, layer
 from personalization_pipeline.metadata import column_schema, table_metadata
 from personalization_pipeline.resources.redis import RedisResource
 from personalization_pipeline.resources.warehouse import WarehouseResource
@@ -15,6 +16,8 @@ from personalization_pipeline.warehouse.tables import EVENTS
 @dg.asset(
     group_name="sources",
     kinds={"redis", "duckdb"},
+    owners=OWNERS,
+    tags=layer("source", personal_data=True),
     pool="duckdb",
     metadata=column_schema(EVENTS),
 )

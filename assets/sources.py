@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import Field
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 
+from assets import OWNERS, layer
 from personalization_pipeline.errors import PermanentError
 from personalization_pipeline.metadata import column_schema, table_metadata
 from personalization_pipeline.resources.enrichment import EnrichmentFileResource
@@ -49,6 +50,8 @@ class SalesforceContactsConfig(dg.Config):
 @dg.asset(
     group_name="sources",
     kinds={"salesforce", "duckdb"},
+    owners=OWNERS,
+    tags=layer("source", personal_data=True),
     pool="duckdb",
     metadata=column_schema(SALESFORCE_CONTACT),
     retry_policy=SOURCE_RETRY,
@@ -93,6 +96,8 @@ def salesforce_contacts(
 @dg.asset(
     group_name="sources",
     kinds={"duckdb"},
+    owners=OWNERS,
+    tags=layer("source", personal_data=True),
     pool="duckdb",
     retry_policy=SOURCE_RETRY,
     metadata=column_schema(INCOME_ENRICHMENT),

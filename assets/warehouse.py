@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import traits
+from assets import OWNERS, layer, traits
 from assets.events import raw_events
 from personalization_pipeline.checks import rule_result, violations
 from personalization_pipeline.errors import PermanentError
@@ -39,6 +39,8 @@ def user_profiles_asset(sources: Sequence[TraitSource]) -> dg.AssetsDefinition:
         name="user_profiles",
         group_name="warehouse",
         kinds={"duckdb"},
+        owners=OWNERS,
+        tags=layer("model", personal_data=True),
         pool="duckdb",
         deps=[*dict.fromkeys([*(source.asset_key for source in sources), raw_events.key])],
         metadata={
