@@ -5,8 +5,7 @@ from types import ModuleType
 
 import dagster as dg
 
-from assets import activation, events, sources, traits, warehouse
-from personalization_pipeline import jobs, schedules, sensors
+from assets import activation, events, jobs, schedules, sensors, sources, traits, warehouse
 from personalization_pipeline.resources.configured import resources_from_settings
 from personalization_pipeline.settings import current
 from personalization_pipeline.traits import discover, expand

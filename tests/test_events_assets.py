@@ -12,9 +12,9 @@ import dagster as dg
 import pytest
 import redis
 
+from assets.sensors import TRIGGER_TAG, events_sensor
 from personalization_pipeline.definitions import defs
 from personalization_pipeline.resources.redis import RedisResource
-from personalization_pipeline.sensors import TRIGGER_TAG, events_sensor
 from personalization_pipeline.settings import current
 from tests.test_event_drain import event, xadd
 

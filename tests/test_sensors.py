@@ -11,17 +11,17 @@ import dagster as dg
 import duckdb
 import pytest
 
-from assets.sources import income_enrichment, salesforce_contacts
-from personalization_pipeline.definitions import defs
-from personalization_pipeline.resources.enrichment import EnrichmentFileResource
-from personalization_pipeline.resources.salesforce import SalesforceApiSource, SampleContactSource
-from personalization_pipeline.sensors import (
+from assets.sensors import (
     ATTEMPT_TAG,
     RETRY_OF_TAG,
     TRIGGER_TAG,
     income_enrichment_sensor,
     salesforce_contacts_sensor,
 )
+from assets.sources import income_enrichment, salesforce_contacts
+from personalization_pipeline.definitions import defs
+from personalization_pipeline.resources.enrichment import EnrichmentFileResource
+from personalization_pipeline.resources.salesforce import SalesforceApiSource, SampleContactSource
 from personalization_pipeline.settings import Settings
 from tests.conftest import SAMPLE_DIR, free_port
 from tests.test_salesforce_asset import local_source, materialize

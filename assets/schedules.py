@@ -12,7 +12,7 @@
 
 import dagster as dg
 
-from personalization_pipeline.jobs import (
+from assets.jobs import (
     FULL_SYNC_RUN_CONFIG,
     redis_profiles_job,
     warehouse_actions_job,

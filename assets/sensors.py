@@ -21,10 +21,10 @@ from pathlib import Path
 import dagster as dg
 
 from assets.activation import redis_user_profiles
+from assets.jobs import events_job, warehouse_actions_job
 from assets.sources import CHANGE_MARKER, CONTENT_SHA256, income_enrichment, salesforce_contacts
 from assets.warehouse import user_profiles
 from personalization_pipeline.events.backlog import backlog
-from personalization_pipeline.jobs import events_job, warehouse_actions_job
 from personalization_pipeline.keys import event_stream_keys
 from personalization_pipeline.resources.enrichment import EnrichmentFileResource
 from personalization_pipeline.resources.redis import RedisResource
