@@ -75,8 +75,8 @@ def salesforce_contacts(
             )
             metadata = table_metadata(connection, "raw.salesforce_contact")
             counts = contact_counts(connection)
-    if landed.get("stopped_early", "no") != "no":
-        context.log.warning(f"Stopped early, progress kept: {landed['stopped_early']}")
+    if landed.result.stopped_early:
+        context.log.warning(f"Stopped early, progress kept: {landed.result.stopped_early}")
     context.log.info(
         f"raw.salesforce_contact holds {counts.rows} contacts ({counts.deleted} deleted, "
         f"{counts.without_user_id} live ones without an app user id)"
@@ -84,7 +84,7 @@ def salesforce_contacts(
     return dg.MaterializeResult(
         metadata={
             **metadata,
-            **landed,
+            **landed.metadata(),
             "source": source,
             **({CHANGE_MARKER: marker} if marker else {}),
             "deleted_contacts": counts.deleted,
