@@ -11,12 +11,16 @@ import dagster as dg
 import duckdb
 import pytest
 
+from assets import traits
 from assets.sources import salesforce_contacts
+from personalization_pipeline.definitions import build_definitions
 from personalization_pipeline.resources.salesforce import SampleContactSource
 from personalization_pipeline.resources.warehouse import WarehouseResource
 from personalization_pipeline.testing.salesforce_server import minutes_ago
 from personalization_pipeline.warehouse.tables import SALESFORCE_CONTACT
+from tests.conftest import SAMPLE_DIR
 from tests.test_salesforce_asset import materialize, metadata
+from tests.test_trait_sources import trait_module  # noqa: F401 (a fixture)
 
 EXTRA = ["Churn_Score__c", "lifetime_value__c", "Newsletter_Opt_In__c", "Birthdate", "MailingCity"]
 TYPES = {
@@ -217,3 +221,39 @@ def test_an_export_keeps_the_type_an_api_load_gave_and_the_api_refuses_a_type_ch
         "raw.salesforce_contact.churn_score__c is VARCHAR, but Contact field Churn_Score__c "
         "(SALESFORCE_EXTRA_FIELDS) is now DOUBLE; a column keeps its type." in message
     )
+
+
+# All it takes to make a landed extra field a profile trait: this module and the setting.
+CHURN_TRAIT_MODULE = """
+from assets.sources import salesforce_contacts
+from personalization_pipeline.traits import PROFILE_USERS, TraitSource
+
+CHURN = TraitSource(
+    name="salesforce_churn",
+    asset=salesforce_contacts,
+    table=PROFILE_USERS,
+    traits={"churn_score__c": "churn_score"},
+)
+"""
+
+
+def test_an_extra_field_reaches_redis_as_a_trait_with_a_setting_and_a_trait_source(
+    trait_module,  # noqa: F811 (the fixture imported above)
+    pipeline_resources,
+    redis_client,
+    tmp_path,
+):
+    header, first, *others = (SAMPLE_DIR / "salesforce_contacts.csv").read_text().splitlines()
+    assert ",U000001," in first
+    path = tmp_path / "contacts.csv"
+    path.write_text(
+        "\n".join([f"{header},Churn_Score__c", f"{first},0.91", *(f"{r},0.25" for r in others)])
+    )
+    source = SampleContactSource(path=str(path), extra_fields=["Churn_Score__c"])
+    definitions = build_definitions((traits, trait_module(CHURN_TRAIT_MODULE)))
+    job = definitions.resolve_job_def("warehouse_actions_job")
+    result = job.execute_in_process(resources={**pipeline_resources, "salesforce": source})
+    assert result.success
+    assert redis_client.hget("user:U000001", "churn_score") == "0.91"
+    assert redis_client.hget("user:U000002", "churn_score") == "0.25"
+    assert redis_client.hget("user:U000001", "membership_status") == "loyalty_member"
