@@ -194,6 +194,10 @@ def test_an_export_lands_extra_columns_of_its_header_as_text(tmp_path):
     message = failure(land_export(tmp_path, path, extra_fields=["Lifetime_Value__c"]))
     assert f"{path} has no column Lifetime_Value__c (in SALESFORCE_EXTRA_FIELDS" in message
 
+    path.write_text(path.read_text().replace("Churn_Score__c", 'Churn "Score"'))
+    message = failure(land_export(tmp_path, path, extra_fields=["*"]))
+    assert """'Churn "Score"' (in SALESFORCE_EXTRA_FIELDS) is not a Salesforce field""" in message
+
 
 def test_an_export_keeps_the_type_an_api_load_gave_and_the_api_refuses_a_type_change(
     salesforce_server, tmp_path

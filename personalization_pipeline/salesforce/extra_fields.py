@@ -12,6 +12,7 @@ warehouse column already is when an earlier load created it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,8 @@ COLUMN_TYPES = {
     "datetime": "TIMESTAMPTZ",
 }
 DEFAULT_TYPE = "VARCHAR"
+# Salesforce API names; anything else (an export's header can hold any text) is no column name.
+API_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,11 @@ def _chosen(
     unique: dict[str, str] = {}
     for name in chosen:
         column = name.lower()
+        if not API_NAME.match(name):
+            raise FieldMappingError(
+                f"{name!r} (in {SETTING}) is not a Salesforce field name (letters, digits and _): "
+                f"leave it out of {SETTING} (name the fields you want instead of *)"
+            )
         if column in landed:
             raise FieldMappingError(
                 f"Contact field {name} (in {SETTING}) already lands in column {landed[column]}: "
