@@ -179,11 +179,11 @@ def free_stuck_runs() -> None:
 
 def show_settings() -> None:
     """Every variable and the value in effect (secrets masked); a malformed one says why."""
-    from personalization_pipeline.settings import Settings, SettingsError
+    from personalization_pipeline.settings import Settings
 
     try:
         listing = Settings.from_env().listing()
-    except SettingsError as error:
+    except ValueError as error:
         sys.exit(f"Settings refused: {error}")
     width = max(len(variable) for variable, _ in listing)
     for variable, value in listing:

@@ -1,11 +1,12 @@
 """Every setting the pipeline reads from the environment, typed, in one object built once.
 
 `Settings.from_env()` reads each block's variables (named in the fields' `setting(...)`), parses
-them by the field's type (whole numbers, numbers, true/false, comma-separated lists) and
-refuses a malformed value naming the variable and what it expected, without ever repeating a
-secret's value. An unset or empty variable keeps the default. Resources, sensors, schedules,
-the gateway and the CLI read this object, never the environment. Salesforce's SALESFORCE_*
-settings are the Salesforce resource's fields (resources/salesforce.py).
+them by the field's type (env_values.py: whole numbers, numbers, true/false, comma-separated
+lists) and refuses a malformed value naming the variable and what it expected, never repeating
+the value (it may be a secret). An unset or empty variable keeps the default. Resources,
+sensors, schedules, the gateway and the CLI read this object, never the environment.
+Salesforce's SALESFORCE_* settings are the Salesforce resource's fields, parsed by the same
+parser (resources/salesforce.py).
 
 Every variable is listed in .env.example and the README's configuration table; `personalization
 settings` prints the values in effect (secrets masked).
@@ -16,12 +17,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from personalization_pipeline.env_values import EnvValueError, parse_env_value
 from personalization_pipeline.events.connection import (
     DEFAULT_SOCKET_TIMEOUT as GATEWAY_SOCKET_TIMEOUT,
 )
@@ -31,12 +32,10 @@ from personalization_pipeline.sync.redis_config import DEFAULT_SOCKET_TIMEOUT
 __all__ = ["Settings", "SettingsError", "current", "setting"]
 
 MINIMUM_SENSOR_INTERVAL_SECONDS = 60
-TRUE = ("1", "true", "yes", "on")
-FALSE = ("0", "false", "no", "off")
 
 
-class SettingsError(ValueError):
-    """A variable that cannot be read; the message names it and says what it should hold."""
+class SettingsError(EnvValueError):
+    """A variable that cannot be used; the message names it and says what it should hold."""
 
 
 def setting(variable: str, default: Any, *, secret: bool = False) -> Any:
@@ -161,30 +160,8 @@ def read_block(block: type, environ: Mapping[str, str]) -> Any:
         variable = item.metadata["variable"]
         text = (environ.get(variable) or "").strip()
         if text:
-            values[item.name] = parse(variable, text, kind, item.metadata["secret"])
+            values[item.name] = parse_env_value(variable, text, kind)
     return block(**values)
-
-
-def parse(variable: str, text: str, kind: Any, secret: bool = False) -> Any:
-    """`text` as a `kind` (str, int, float, bool, tuple[str, ...], or X | None of those)."""
-    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
-        kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
-    shown = "(value hidden: it is a secret)" if secret else repr(text)
-    if kind is bool:
-        if text.lower() in TRUE + FALSE:
-            return text.lower() in TRUE
-        raise SettingsError(f"{variable} must be true or false, not {shown}")
-    if kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            what = "a whole number" if kind is int else "a number"
-            raise SettingsError(
-                f"{variable} must be {what}, not {shown}; fix or unset it"
-            ) from None
-    if typing.get_origin(kind) is tuple:
-        return tuple(part.strip() for part in text.split(",") if part.strip())
-    return text
 
 
 def variables(block: Any) -> typing.Iterator[tuple[str, str]]:
