@@ -1,7 +1,12 @@
 """Activation: project warehouse models into the Redis keyspace the product reads."""
 
+from collections.abc import Sequence
+
+import dagster as dg
+
+from assets import OWNERS, layer
 from assets.models import product_recommendations
-from assets.warehouse import user_profiles
+from assets.warehouse import TRAIT_SOURCES
 from personalization_pipeline.keys import (
     PRODUCT_KEY_TEMPLATE,
     popular_key,
@@ -10,27 +15,34 @@ from personalization_pipeline.keys import (
 )
 from personalization_pipeline.sync.engine import SyncSpec
 from personalization_pipeline.sync.sorted_sets import SortedSetSpec
-from personalization_pipeline.synced_tables import synced_table
+from personalization_pipeline.synced_tables import SyncedTable, synced_table
+from personalization_pipeline.traits import TraitSource
+from personalization_pipeline.warehouse.profiles import USER_PROFILES_TABLE
 
-PROFILE_TRAITS = ["email", "membership_status", "income_bracket"]
 
-profiles = synced_table(
-    SyncSpec(
-        name="user_profiles",
-        source="analytics.user_profiles",
-        key_column="user_id",
-        fields=PROFILE_TRAITS,
-    ),
-    built_by=user_profiles,
-    description=(
-        "Profiles in Redis as `user:<userId>` hashes, byte-identical to what RudderStack's "
-        "Redis destination writes for an identify with these traits."
-    ),
-)
+def profile_sync(sources: Sequence[TraitSource]) -> SyncedTable:
+    """user_profiles into `user:{userId}` hashes: every trait of every source is a field."""
+    traits = [trait for source in sources for trait in source.trait_columns.values()]
+    return synced_table(
+        SyncSpec(
+            name="user_profiles", source=USER_PROFILES_TABLE, key_column="user_id", fields=traits
+        ),
+        built_by=dg.AssetKey("user_profiles"),
+        owners=OWNERS,
+        tags=layer("activation", personal_data=True),
+        description=(
+            "Profiles in Redis as `user:{userId}` hashes, byte-identical to what RudderStack's "
+            f"Redis destination writes for an identify with these traits: {', '.join(traits)}."
+        ),
+    )
+
+
+profiles = profile_sync(TRAIT_SOURCES)
 redis_user_profiles = profiles.asset
 redis_user_profiles_readback = profiles.readback
 PROFILE_SYNC = profiles.spec
 
+# The recommendation model's keys (keys.py), each built by product_recommendations.
 catalog = synced_table(
     SyncSpec(
         name="products",
@@ -40,6 +52,8 @@ catalog = synced_table(
         key_template=PRODUCT_KEY_TEMPLATE,
     ),
     built_by=product_recommendations,
+    owners=OWNERS,
+    tags=layer("activation"),
     description="The catalog in Redis as `product:<sku>` hashes, with each product's price band.",
 )
 similar_products = synced_table(
@@ -54,6 +68,8 @@ similar_products = synced_table(
         member=product_member,
     ),
     built_by=product_recommendations,
+    owners=OWNERS,
+    tags=layer("activation"),
     description="Each SKU's nearest neighbours as the sorted set `similar:<sku>`, by similarity.",
 )
 popular_products = synced_table(
@@ -75,15 +91,11 @@ popular_products = synced_table(
         member=product_member,
     ),
     built_by=product_recommendations,
+    owners=OWNERS,
+    tags=layer("activation"),
     description=(
         "The cold-start lists, `popular` and `popular:<category>`, as sorted sets by distinct "
         "buyers."
     ),
 )
-redis_products = catalog.asset
-redis_products_readback = catalog.readback
-redis_product_similarity = similar_products.asset
-redis_product_similarity_readback = similar_products.readback
-redis_popular_products = popular_products.asset
-redis_popular_products_readback = popular_products.readback
 RECOMMENDATION_SYNCS = [catalog, similar_products, popular_products]

@@ -4,10 +4,11 @@ from contextlib import closing
 
 import dagster as dg
 
-from personalization_pipeline.events.streams import EventStreams
+from assets import OWNERS, layer
 from personalization_pipeline.metadata import column_schema, table_metadata
 from personalization_pipeline.resources.redis import RedisResource
 from personalization_pipeline.resources.warehouse import WarehouseResource
+from personalization_pipeline.settings import current
 from personalization_pipeline.warehouse.events import DrainSettings, drain_events
 from personalization_pipeline.warehouse.tables import EVENTS
 
@@ -15,6 +16,8 @@ from personalization_pipeline.warehouse.tables import EVENTS
 @dg.asset(
     group_name="sources",
     kinds={"redis", "duckdb"},
+    owners=OWNERS,
+    tags=layer("source", personal_data=True),
     pool="duckdb",
     metadata=column_schema(EVENTS),
 )
@@ -24,12 +27,15 @@ def raw_events(
     """Every event the gateway accepted, once, in raw.events; identify emails in identities."""
     # The warehouse is opened before the streams are read: holding DuckDB's lock is what makes
     # this the only drain running, which the claim of every pending entry relies on.
+    events = current().events
     with closing(redis.get_client()) as client, warehouse.connect() as connection:
         result = drain_events(
             client,
             connection,
-            EventStreams.from_env(),
-            DrainSettings.from_env(),
+            events.streams(),
+            DrainSettings(
+                events.drain_batch_size, events.drain_max_events, events.drain_max_seconds
+            ),
             prefix=redis.prefix,
             log=context.log.info,
         )

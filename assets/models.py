@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from assets import OWNERS, layer
 from assets.events import raw_events
 from assets.sources import orders, products
 from personalization_pipeline.metadata import markdown_table
@@ -52,6 +53,8 @@ MODEL_CHECKS = [
 @dg.asset(
     group_name="models",
     kinds={"duckdb"},
+    owners=OWNERS,
+    tags=layer("model"),
     pool="duckdb",
     deps=[raw_events, products, orders],
     code_version=MODEL_CODE_VERSION,

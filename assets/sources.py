@@ -3,12 +3,14 @@ historical orders in the warehouse as is."""
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 import duckdb
 from pydantic import Field
 from simple_salesforce.exceptions import SalesforceAuthenticationFailed
 
+from assets import OWNERS, layer
 from personalization_pipeline.errors import PermanentError
 from personalization_pipeline.metadata import column_schema, table_metadata
 from personalization_pipeline.resources.catalog import CatalogFilesResource
@@ -18,13 +20,18 @@ from personalization_pipeline.resources.salesforce import ContactSource
 from personalization_pipeline.resources.warehouse import WarehouseResource
 from personalization_pipeline.warehouse.catalog import DropLoad, replace_orders, replace_products
 from personalization_pipeline.warehouse.contacts import contact_counts
-from personalization_pipeline.warehouse.income import replace_income
+from personalization_pipeline.warehouse.income import file_sha256, replace_income
 from personalization_pipeline.warehouse.tables import (
     INCOME_ENRICHMENT,
     ORDERS,
     PRODUCTS,
     SALESFORCE_CONTACT,
 )
+
+# What each source's sensor compares with the source: recorded by every materialization, so a
+# run the sensor did not start (the demo, the Launchpad) counts as having seen the source.
+CHANGE_MARKER = "change_marker"
+CONTENT_SHA256 = "content_sha256"
 
 # Transient source failures (Salesforce calls retry on their own first) get a second chance.
 SOURCE_RETRY = dg.RetryPolicy(max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL)
@@ -52,6 +59,8 @@ class SalesforceContactsConfig(dg.Config):
 @dg.asset(
     group_name="sources",
     kinds={"salesforce", "duckdb"},
+    owners=OWNERS,
+    tags=layer("source", personal_data=True),
     pool="duckdb",
     metadata=column_schema(SALESFORCE_CONTACT),
     retry_policy=SOURCE_RETRY,
@@ -66,14 +75,17 @@ def salesforce_contacts(
     with fail_without_retry_on_permanent_errors():
         source = salesforce.describe()
         context.log.info(f"Reading contacts from {source}")
+        # Taken before landing: a change made meanwhile shows as a different marker, so the
+        # sensor runs again rather than missing it. The sensor compares with this.
+        marker = salesforce.marker_before_landing()
         with warehouse.connect() as connection:
             landed = salesforce.land_contacts(
                 connection, config.full_refresh, context.log.info, context.log.warning
             )
             metadata = table_metadata(connection, "raw.salesforce_contact")
             counts = contact_counts(connection)
-    if landed.get("stopped_early", "no") != "no":
-        context.log.warning(f"Stopped early, progress kept: {landed['stopped_early']}")
+    if landed.result.stopped_early:
+        context.log.warning(f"Stopped early, progress kept: {landed.result.stopped_early}")
     context.log.info(
         f"raw.salesforce_contact holds {counts.rows} contacts ({counts.deleted} deleted, "
         f"{counts.without_user_id} live ones without an app user id)"
@@ -81,8 +93,9 @@ def salesforce_contacts(
     return dg.MaterializeResult(
         metadata={
             **metadata,
-            **landed,
+            **landed.metadata(),
             "source": source,
+            **({CHANGE_MARKER: marker} if marker else {}),
             "deleted_contacts": counts.deleted,
             "contacts_without_user_id": counts.without_user_id,
         }
@@ -92,6 +105,8 @@ def salesforce_contacts(
 @dg.asset(
     group_name="sources",
     kinds={"duckdb"},
+    owners=OWNERS,
+    tags=layer("source", personal_data=True),
     pool="duckdb",
     retry_policy=SOURCE_RETRY,
     metadata=column_schema(INCOME_ENRICHMENT),
@@ -104,6 +119,7 @@ def income_enrichment(
 ) -> dg.MaterializeResult:
     """Income brackets from the enrichment vendor's latest drop, landed in raw.income_enrichment."""
     with fail_without_retry_on_permanent_errors(), warehouse.connect() as connection:
+        content = file_sha256(Path(income_file.path))
         load = replace_income(connection, income_file.path, rules.max_shrink_fraction)
         metadata = table_metadata(connection, "raw.income_enrichment")
     context.log.info(f"Landed {load.rows} income rows from {income_file.path}")
@@ -117,6 +133,7 @@ def income_enrichment(
         metadata={
             **metadata,
             "source_file": income_file.path,
+            CONTENT_SHA256: content,
             "rows_without_email": load.without_email,
             "previous_rows": load.previous_rows if load.previous_rows is not None else "none",
             "emails_with_conflicting_brackets": load.conflicting_emails,
@@ -147,6 +164,7 @@ def land_drop(
         metadata={
             **metadata,
             "source_file": path,
+            CONTENT_SHA256: file_sha256(Path(path)),
             "rejected_lines": load.rejected,
             "rejected_examples": "; ".join(load.reject_examples) or "none",
             "previous_rows": load.previous_rows if load.previous_rows is not None else "none",
@@ -160,6 +178,8 @@ def land_drop(
     pool="duckdb",
     retry_policy=SOURCE_RETRY,
     metadata=column_schema(PRODUCTS),
+    owners=OWNERS,
+    tags=layer("source"),
 )
 def products(
     context: dg.AssetExecutionContext,
@@ -178,6 +198,8 @@ def products(
     pool="duckdb",
     retry_policy=SOURCE_RETRY,
     metadata=column_schema(ORDERS),
+    owners=OWNERS,
+    tags=layer("source"),
 )
 def orders(
     context: dg.AssetExecutionContext,

@@ -16,12 +16,10 @@ from pathlib import Path
 
 import duckdb
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from personalization_pipeline.resources.salesforce import SalesforceApiSource
 from personalization_pipeline.salesforce.client import SalesforceAuth, SalesforceClient
 from personalization_pipeline.salesforce.extract import ExtractSettings, extract_contacts
-from tests.salesforce_server import SalesforceServer
+from personalization_pipeline.testing.salesforce_server import SalesforceServer
 
 
 def measure(

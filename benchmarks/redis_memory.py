@@ -1,6 +1,6 @@
 """Redis memory per synced profile, for sizing: 100,000 profiles of the sample's shape.
 
-The 1,000 sample profiles (data/sample, joined as assets/sql/user_profiles.sql joins them)
+The 1,000 sample profiles (data/sample, joined as user_profiles joins them)
 are repeated with new user ids (U0000001 ...) and emails (maya.jensen.1.37@example.com) until
 ``--rows``, synced with the profile sync's own spec into a throwaway redis-server (a plain one
 and a one-node Redis Cluster, which keeps a slot index per key). Prints used_memory growth per

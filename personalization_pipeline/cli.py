@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from personalization_pipeline.resources.redis import DEFAULT_REDIS_URL, redact
+from personalization_pipeline.resources.redis import redact
+from personalization_pipeline.settings import current
 from personalization_pipeline.sync.redis_config import RedisDestination, RedisUnavailable, connect
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +74,7 @@ def redis_server_command(server: str, port: int | str, directory: Path) -> list[
 def demo() -> None:
     import dagster as dg
 
-    url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    url = current().redis.url
     try:
         ensure_redis(url)
     except ValueError as error:  # a malformed REDIS_URL; the message is redacted
@@ -82,10 +83,9 @@ def demo() -> None:
     from personalization_pipeline import demo_checkouts
     from personalization_pipeline.definitions import defs
     from personalization_pipeline.run_workers import in_process_worker_tags
-    from personalization_pipeline.settings import resources_from_env
     from personalization_pipeline.sync.identify import user_key
 
-    prefix = os.environ.get("REDIS_KEY_PREFIX", "")
+    prefix = current().redis.prefix
     run_ids = {}
     with dg.DagsterInstance.get() as instance:
 
@@ -104,7 +104,7 @@ def demo() -> None:
             run_ids[job_name] = result.run_id
 
         run("warehouse_actions_job")
-        orders_path = resources_from_env()["catalog_files"].orders_path
+        orders_path = current().recommendations.orders_path
         orders = demo_checkouts.latest_orders(orders_path, EXAMPLE_USERS)
         demo_checkouts.check_out(orders)
         run("events_job")
@@ -147,7 +147,7 @@ def serve(host: str, port: int, workers: int) -> None:
     from personalization_pipeline.sync.redis_config import RedisUnavailable, connect
 
     try:
-        settings = GatewaySettings.from_env()
+        settings = GatewaySettings.from_settings(current())
     except ValueError as error:
         sys.exit(f"personalization serve refused to start: {error}")
     where = settings.destination.display_url()
@@ -196,6 +196,30 @@ def free_stuck_runs() -> None:
         )
 
 
+def show_settings() -> None:
+    """Every variable and the value in effect (secrets masked); a malformed one says why."""
+    from personalization_pipeline.settings import Settings
+
+    try:
+        listing = Settings.from_env().listing()
+    except ValueError as error:
+        sys.exit(f"Settings refused: {error}")
+    width = max(len(variable) for variable, _ in listing)
+    for variable, value in listing:
+        print(f"{variable:<{width}}  {value}")
+
+
+def graph(write_readme: bool) -> None:
+    from personalization_pipeline import graph_picture
+    from personalization_pipeline.definitions import defs
+
+    if not write_readme:
+        print(graph_picture.mermaid(defs), end="")
+        return
+    changed = graph_picture.write_readme(PROJECT_ROOT / "README.md", defs)
+    print("README.md's asset graph " + ("updated" if changed else "was already current"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="personalization", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -215,8 +239,17 @@ def main(argv: list[str] | None = None) -> None:
         "free-stuck-runs",
         help="fail runs whose worker was killed and free their pool slots (when no daemon runs)",
     )
+    commands.add_parser("settings", help="print every setting in effect (secrets masked)")
+    graph_parser = commands.add_parser("graph", help="print the asset graph (Mermaid)")
+    graph_parser.add_argument(
+        "--write-readme", action="store_true", help="refresh the picture in README.md"
+    )
     args = parser.parse_args(argv)
-    if args.command == "demo":
+    if args.command == "settings":
+        show_settings()
+    elif args.command == "graph":
+        graph(args.write_readme)
+    elif args.command == "demo":
         demo()
     elif args.command == "serve":
         serve(args.host, args.port, args.workers)

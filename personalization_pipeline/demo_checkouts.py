@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import os
+import dataclasses
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from personalization_pipeline.events.connection import async_client
 from personalization_pipeline.events.effects import EventEffects
 from personalization_pipeline.events.intake import accept_events
 from personalization_pipeline.serving.personalize import Personalization, personalize
+from personalization_pipeline.settings import current
 
 CHECKOUT_EVENT = "Order Completed"
 
@@ -69,10 +70,13 @@ def checkout_events(orders: dict[str, dict[str, Any]]) -> bytes:
 
 
 def check_out(orders: dict[str, dict[str, Any]]) -> None:
-    """Store the checkouts as the gateway does, with the gateway's settings from the
-    environment (the demo's write key when EVENTS_WRITE_KEYS is unset, as `make serve`)."""
-    os.environ.setdefault("EVENTS_WRITE_KEYS", DEMO_WRITE_KEY)
-    settings = GatewaySettings.from_env()
+    """Store the checkouts as the gateway does, with the gateway's settings (the demo's write
+    key when EVENTS_WRITE_KEYS is unset, as `make serve`; no key is checked in process)."""
+    configured = current()
+    if not configured.events.write_keys:
+        events = dataclasses.replace(configured.events, write_keys=(DEMO_WRITE_KEY,))
+        configured = dataclasses.replace(configured, events=events)
+    settings = GatewaySettings.from_settings(configured)
     accepted = accept_events(checkout_events(orders), None, datetime.now(UTC), "127.0.0.1")
 
     async def store() -> None:

@@ -6,12 +6,12 @@ fields are masked there unless PREVIEW_PERSONAL_DATA=true (for development on sa
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 import dagster as dg
 import duckdb
 
+from personalization_pipeline.settings import current
 from personalization_pipeline.warehouse.tables import Table
 
 PREVIEW_ROWS = 5
@@ -20,7 +20,7 @@ PERSONAL_FIELDS = frozenset({"email", "first_name", "last_name"})
 
 
 def personal_data_shown() -> bool:
-    return (os.environ.get("PREVIEW_PERSONAL_DATA") or "false").lower() in ("1", "true", "yes")
+    return current().preview_personal_data
 
 
 def masked(value: object) -> object:

@@ -31,6 +31,7 @@ from personalization_pipeline.metadata import PREVIEW_ROWS, markdown_table, mask
 from personalization_pipeline.resources.redis import RedisResource
 from personalization_pipeline.resources.rules import ProfileRulesResource
 from personalization_pipeline.resources.warehouse import WarehouseResource
+from personalization_pipeline.settings import current
 from personalization_pipeline.sync.engine import SyncResult, SyncSpec, sync_table
 from personalization_pipeline.sync.identify import IdentifyError, identify_fields
 from personalization_pipeline.sync.sorted_sets import SortedSetSpec, read_lists, sync_sorted_sets
@@ -158,6 +159,7 @@ def synced_table(
                 remove_nulls=config.remove_nulls,
                 max_delete_fraction=config.max_delete_fraction,
                 run_id=context.run.run_id,
+                memory_limit=current().warehouse.sync_memory_limit,
             )
             preview = None if result.dry_run else read_back_preview(connection, client, spec, redis)
         context.log.info(summary(result))

@@ -72,6 +72,15 @@ def start_redis_server(directory: Path, port: int, *extra: str) -> subprocess.Po
             client.close()
 
 
+@pytest.fixture(autouse=True)
+def settings_read_afresh():
+    """Settings are read once per process; a test that set a variable must not leave them."""
+    from personalization_pipeline.settings import current
+
+    yield
+    current.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a private redis-server for this test session; never the machine's shared Redis."""

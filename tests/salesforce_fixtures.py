@@ -6,7 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.salesforce_server import Credentials, SalesforceServer, generate_jwt_keypair
+from personalization_pipeline.testing.salesforce_server import (
+    Credentials,
+    SalesforceServer,
+    generate_jwt_keypair,
+)
 
 
 @pytest.fixture(scope="session")

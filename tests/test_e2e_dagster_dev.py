@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
+from assets.sensors import TRIGGER_TAG
 from personalization_pipeline.keys import sync_epoch_key
-from personalization_pipeline.sensors import TRIGGER_TAG
 from tests.dagster_dev import (
     FINISHED,
     LOCATION,

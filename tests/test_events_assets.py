@@ -12,9 +12,10 @@ import dagster as dg
 import pytest
 import redis
 
+from assets.sensors import TRIGGER_TAG, events_sensor
 from personalization_pipeline.definitions import defs
 from personalization_pipeline.resources.redis import RedisResource
-from personalization_pipeline.sensors import TRIGGER_TAG, events_sensor
+from personalization_pipeline.settings import current
 from tests.test_event_drain import event, xadd
 
 
@@ -114,6 +115,7 @@ def test_events_sensor_is_on_and_looks_every_30_seconds():
 
 def test_events_sensor_drains_on_backlog_or_interval(instance, redis_url, monkeypatch):
     monkeypatch.setenv("EVENTS_DRAIN_BACKLOG", "100")
+    current.cache_clear()
     client = redis.Redis.from_url(redis_url)
     assert tick(instance, None, redis_url).skip_message == "0 events waiting in 4 streams"
 
@@ -135,6 +137,7 @@ def test_events_sensor_drains_on_backlog_or_interval(instance, redis_url, monkey
     assert tick(instance, first.cursor, redis_url).run_requests[0].run_key == over.run_key
 
     monkeypatch.setenv("EVENTS_DRAIN_BACKLOG", "1000")
+    current.cache_clear()
     stale_cursor = str(time.time() - 301)
     (due,) = tick(instance, stale_cursor, redis_url).run_requests
     assert due.run_key == f"events:{stale_cursor}"
@@ -144,6 +147,7 @@ def test_events_sensor_waits_for_a_drain_in_progress_and_backs_off_after_a_failu
     instance, redis_url, monkeypatch
 ):
     monkeypatch.setenv("EVENTS_DRAIN_BACKLOG", "5")
+    current.cache_clear()
     xadd(redis.Redis.from_url(redis_url), *[event(n) for n in range(10)])
     recent = str(time.time())
     run = instance.create_run_for_job(job_def=defs.resolve_job_def("events_job"))

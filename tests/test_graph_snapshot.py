@@ -79,3 +79,12 @@ def test_the_graph_matches_its_snapshot():
 if __name__ == "__main__":
     SNAPSHOT.write_text(json.dumps(graph_facts(defs), indent=2, sort_keys=True) + "\n")
     print(f"wrote {SNAPSHOT}")
+
+
+def test_the_readme_picture_of_the_graph_is_current():
+    from personalization_pipeline.graph_picture import readme_block
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert readme_block(defs) in readme, (
+        "README.md's asset graph is stale: run .venv/bin/personalization graph --write-readme"
+    )

@@ -10,12 +10,12 @@ from pathlib import Path
 import dagster as dg
 
 from assets.events import raw_events
-from personalization_pipeline.jobs import RECOMMENDATION_MODEL
-from personalization_pipeline.resources.catalog import CatalogFilesResource
-from personalization_pipeline.sensors import (
+from assets.jobs import RECOMMENDATION_MODEL
+from assets.sensors import (
     catalog_files_sensor,
     recommendations_after_drain_sensor,
 )
+from personalization_pipeline.resources.catalog import CatalogFilesResource
 from tests.conftest import SAMPLE_DIR
 
 

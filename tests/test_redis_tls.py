@@ -159,13 +159,14 @@ def test_tls_failures_name_the_setting_to_fix(tls_redis, tls_files):
 
 
 def test_the_settings_reach_the_resource(monkeypatch, tls_files):
-    from personalization_pipeline.settings import resources_from_env
+    from personalization_pipeline.resources.configured import resources_from_settings
+    from personalization_pipeline.settings import Settings
 
     monkeypatch.delenv("REDIS_URL")  # an EnvVar, resolved only inside a run
     monkeypatch.setenv("REDIS_CA_CERT_PATH", str(tls_files.ca))
     monkeypatch.setenv("REDIS_CLIENT_CERT_PATH", str(tls_files.client_cert))
     monkeypatch.setenv("REDIS_CLIENT_KEY_PATH", str(tls_files.client_key))
-    destination = resources_from_env()["redis"].destination()
+    destination = resources_from_settings(Settings.from_env())["redis"].destination()
     assert destination.ca_cert_path == str(tls_files.ca)
     assert destination.client_cert_path == str(tls_files.client_cert)
     assert destination.client_key_path == str(tls_files.client_key)

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from personalization_pipeline.definitions import defs
+from personalization_pipeline.settings import current
 
 
 def run(
@@ -91,5 +92,6 @@ def test_previews_mask_personal_data_unless_asked(pipeline_resources, monkeypatc
     assert all("***@example.com" in preview for preview in previews)
     assert not any("maya.jensen.1@example.com" in preview for preview in previews)
     monkeypatch.setenv("PREVIEW_PERSONAL_DATA", "true")
+    current.cache_clear()
     (shown,) = run(pipeline_resources).asset_materializations_for_node("user_profiles")
     assert "maya.jensen.1@example.com" in shown.metadata["preview"].value

@@ -11,7 +11,7 @@ from assets.sources import salesforce_contacts
 from personalization_pipeline.resources.salesforce import SalesforceApiSource
 from personalization_pipeline.resources.warehouse import WarehouseResource
 from personalization_pipeline.salesforce.client import SalesforceClient
-from tests.salesforce_server import SalesforceServer, local_session
+from personalization_pipeline.testing.salesforce_server import SalesforceServer, local_session
 
 
 class LocalSalesforceSource(SalesforceApiSource):

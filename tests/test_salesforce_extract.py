@@ -24,7 +24,11 @@ from personalization_pipeline.salesforce.extract import (
     read_cursor,
 )
 from personalization_pipeline.salesforce.mapping import FieldMappingError
-from tests.salesforce_server import SalesforceServer, minutes_ago, to_minute
+from personalization_pipeline.testing.salesforce_server import (
+    SalesforceServer,
+    minutes_ago,
+    to_minute,
+)
 
 FIELDS = SalesforceApiSource().fields
 FAST = RetryPolicy(max_attempts=4, base_seconds=0.001, max_seconds=0.01)

@@ -22,7 +22,7 @@ from simple_salesforce.exceptions import (
     SalesforceRefusedRequest,
 )
 
-from tests.salesforce_server import (
+from personalization_pipeline.testing.salesforce_server import (
     SalesforceServer,
     minutes_ago,
     rest_datetime,

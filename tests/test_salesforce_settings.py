@@ -7,6 +7,7 @@ import re
 import dagster as dg
 import pytest
 
+from personalization_pipeline.env_values import EnvValueError, parse_env_value
 from personalization_pipeline.resources.salesforce import (
     API_SELECTORS,
     AUTH_SETTINGS,
@@ -32,7 +33,7 @@ def without_salesforce_settings(monkeypatch):
 
 @pytest.mark.parametrize("api", [True, False], ids=["api", "export"])
 def test_documented_variables_reach_their_settings(monkeypatch, api):
-    assert len(DOCUMENTED) == 25
+    assert len(DOCUMENTED) == 26
     for variable in DOCUMENTED:
         if api or variable not in API_SELECTORS:
             monkeypatch.setenv(variable, "7")
@@ -49,6 +50,50 @@ def test_documented_variables_reach_their_settings(monkeypatch, api):
         else:
             kind = type(type(source).model_fields[setting].default)
             assert (type(value), value) == (kind, kind("7")), variable
+
+
+def test_settings_are_parsed_by_type_and_a_bad_one_is_named_without_its_value(monkeypatch):
+    monkeypatch.setenv("SALESFORCE_USERNAME", "integration@example.com")
+    monkeypatch.setenv("SALESFORCE_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("SALESFORCE_EXTRA_FIELDS", " Churn_Score__c, Lifetime_Value__c ,")
+    source = contact_source_from_env()
+    assert type(source.max_attempts) is int and source.max_attempts == 3
+    assert source.extra_fields == ["Churn_Score__c", "Lifetime_Value__c"]
+
+    # A password pasted into the wrong variable must not reach a log through the error.
+    monkeypatch.setenv("SALESFORCE_LOOKBACK_MINUTES", "hunter2")
+    with pytest.raises(EnvValueError) as raised:
+        contact_source_from_env()
+    message = str(raised.value)
+    assert message.startswith("SALESFORCE_LOOKBACK_MINUTES must be a number such as 0.5")
+    assert "hunter2" not in message
+    assert raised.value.__cause__ is None and raised.value.__context__ is None
+
+
+@pytest.mark.parametrize(
+    "text, annotation, expected",
+    [
+        ("3", int, 3),
+        ("7", int | None, 7),
+        ("0.25", float | None, 0.25),
+        ("false", bool, False),
+        ("No", bool, False),
+        ("1", bool, True),
+        (" yes ", bool, True),
+        ("", list[str], []),
+        ("a, b,,c", list[str], ["a", "b", "c"]),
+        ("1,2", list[int], [1, 2]),
+    ],
+)
+def test_parse_env_value(text, annotation, expected):
+    value = parse_env_value("X", text, annotation)
+    assert (type(value), value) == (type(expected), expected)
+
+
+@pytest.mark.parametrize("text, annotation", [("maybe", bool), ("3.5", int), ("1,x", list[int])])
+def test_parse_env_value_refuses_what_is_not_of_the_type(text, annotation):
+    with pytest.raises(EnvValueError, match=r"^SETTING must be .*\(not shown"):
+        parse_env_value("SETTING", text, annotation)
 
 
 def test_the_resource_builds_the_core_settings_from_its_own():

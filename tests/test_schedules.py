@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from assets.schedules import reconcile_schedule, warehouse_actions_schedule
 from personalization_pipeline.definitions import defs
-from personalization_pipeline.schedules import reconcile_schedule, warehouse_actions_schedule
 
 
 def test_reconcile_schedule_runs_nightly():

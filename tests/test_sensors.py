@@ -11,18 +11,18 @@ import dagster as dg
 import duckdb
 import pytest
 
-from assets.sources import income_enrichment, salesforce_contacts
-from personalization_pipeline.definitions import defs
-from personalization_pipeline.resources.enrichment import EnrichmentFileResource
-from personalization_pipeline.resources.salesforce import SalesforceApiSource, SampleContactSource
-from personalization_pipeline.sensors import (
+from assets.sensors import (
     ATTEMPT_TAG,
     RETRY_OF_TAG,
     TRIGGER_TAG,
     income_enrichment_sensor,
     salesforce_contacts_sensor,
-    sensor_interval_seconds,
 )
+from assets.sources import income_enrichment, salesforce_contacts
+from personalization_pipeline.definitions import defs
+from personalization_pipeline.resources.enrichment import EnrichmentFileResource
+from personalization_pipeline.resources.salesforce import SalesforceApiSource, SampleContactSource
+from personalization_pipeline.settings import Settings
 from tests.conftest import SAMPLE_DIR, free_port
 from tests.test_salesforce_asset import local_source, materialize
 
@@ -66,12 +66,11 @@ def test_sensors_run_every_30_minutes_by_default():
         assert sensor.job_name == "warehouse_actions_job"
 
 
-def test_interval_is_configurable_down_to_a_minute(monkeypatch):
-    monkeypatch.setenv("SENSOR_INTERVAL_SECONDS", "60")
-    assert sensor_interval_seconds() == 60
-    monkeypatch.setenv("SENSOR_INTERVAL_SECONDS", "30")
+def test_interval_is_configurable_down_to_a_minute():
+    settings = Settings.from_env({"SENSOR_INTERVAL_SECONDS": "60"})
+    assert settings.automation.sensor_interval_seconds == 60
     with pytest.raises(ValueError, match="below the 60-second minimum"):
-        sensor_interval_seconds()
+        Settings.from_env({"SENSOR_INTERVAL_SECONDS": "30"})
 
 
 def test_contacts_sensor_runs_on_change_and_skips_when_unchanged(contacts_csv: Path):
@@ -300,3 +299,26 @@ def test_a_future_dated_income_file_settles_on_this_hosts_clock(income_csv: Path
     assert len(second.run_requests) == 1, second.skip_message
     assert set(json.loads(second.cursor)) == {"size", "mtime_ns", "sha256"}
     assert tick(income_enrichment_sensor, second.cursor, income_file=income_file).run_requests == []
+
+
+def test_a_run_the_sensors_did_not_start_counts_so_a_first_tick_starts_nothing(
+    pipeline_resources,
+):
+    """`make demo` then `make dev`: the demo's run landed the sources as they are, so the
+    sensors' first ticks (no cursor yet) compare with what it recorded and start no run."""
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def("warehouse_actions_job")
+    assert job.execute_in_process(instance=instance, resources=pipeline_resources).success
+    salesforce = pipeline_resources["salesforce"]
+    income = EnrichmentFileResource(path=pipeline_resources["income_file"].path, settle_seconds=0)
+    for sensor, resources in (
+        (salesforce_contacts_sensor, {"salesforce": salesforce}),
+        (income_enrichment_sensor, {"income_file": income}),
+    ):
+        context = dg.build_sensor_context(
+            instance=instance, cursor=None, resources=resources, sensor_name=sensor.name
+        )
+        result = sensor.evaluate_tick(context)
+        assert not result.run_requests, sensor.name
+        assert "latest materialization already" in result.skip_message
+        assert result.cursor  # the next tick compares with the source as seen now

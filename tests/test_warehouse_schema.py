@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from personalization_pipeline.warehouse.schema import LATEST_VERSION, ensure_schema
-from personalization_pipeline.warehouse.tables import LANDED_TABLES, USER_PROFILES
+from personalization_pipeline.warehouse.tables import LANDED_TABLES
 
 # Written by main at 1fb4c9d, before schema versioning (tests/fixtures/make_old_warehouse.py).
 OLD_WAREHOUSE = Path(__file__).parent / "fixtures" / "old_warehouse.duckdb.gz"
@@ -71,13 +71,15 @@ def test_a_warehouse_newer_than_the_code_is_refused(tmp_path):
             ensure_schema(connection)
 
 
-def test_user_profiles_columns_are_what_the_spec_declares(pipeline_resources):
+def test_user_profiles_columns_are_what_the_trait_sources_declare(pipeline_resources):
+    from assets.warehouse import TRAIT_SOURCES, profile_table
     from personalization_pipeline.definitions import defs
 
     defs.resolve_job_def("warehouse_actions_job").execute_in_process(resources=pipeline_resources)
+    declared = profile_table(TRAIT_SOURCES)
     with duckdb.connect(pipeline_resources["warehouse"].path) as connection:
-        built = columns(connection, USER_PROFILES.name)
-    assert built == {column.name: column.type for column in USER_PROFILES.columns}
+        built = columns(connection, declared.name)
+    assert built == {column.name: column.type for column in declared.columns}
 
 
 def test_every_table_asset_shows_its_columns():
@@ -87,3 +89,26 @@ def test_every_table_asset_shows_its_columns():
     for key in ("salesforce_contacts", "income_enrichment", "raw_events", "user_profiles"):
         schema = graph.get(dg.AssetKey(key)).metadata["dagster/column_schema"]
         assert schema.columns, key
+
+
+# Written by the previous main (5214b9d, schema version 4): the sample data through
+# warehouse_actions_job, so it holds landed tables, the models and the sync's state.
+WAREHOUSE_V4 = Path(__file__).parent / "fixtures" / "warehouse_v4.duckdb.gz"
+
+
+def test_a_warehouse_written_by_the_previous_main_runs_the_current_job(
+    tmp_path, pipeline_resources
+):
+    from personalization_pipeline.definitions import defs
+    from personalization_pipeline.resources.warehouse import WarehouseResource
+
+    path = tmp_path / "v4.duckdb"
+    path.write_bytes(gzip.decompress(WAREHOUSE_V4.read_bytes()))
+    resources = {**pipeline_resources, "warehouse": WarehouseResource(path=str(path))}
+    result = defs.resolve_job_def("warehouse_actions_job").execute_in_process(resources=resources)
+    assert result.success
+    with duckdb.connect(str(path)) as connection:
+        (version,) = connection.execute("SELECT max(version) FROM meta.schema_version").fetchone()
+        (profiles,) = connection.execute("SELECT count(*) FROM analytics.user_profiles").fetchone()
+    assert version == LATEST_VERSION
+    assert profiles > 900

@@ -32,6 +32,7 @@ from personalization_pipeline.events.connection import async_client
 from personalization_pipeline.events.effects import EventEffects
 from personalization_pipeline.events.intake import Rejection, accept_events
 from personalization_pipeline.serving.personalize import personalize_async
+from personalization_pipeline.settings import current
 from personalization_pipeline.sync.identify import IdentifyError
 
 __all__ = ["EVENT_TYPES", "create_app"]
@@ -220,7 +221,7 @@ def _client_ip(request: Request) -> str:
 
 def create_app(settings: GatewaySettings | None = None) -> Starlette:
     """The ASGI app; settings from the environment unless given."""
-    gateway = Gateway(settings or GatewaySettings.from_env())
+    gateway = Gateway(settings or GatewaySettings.from_settings(current()))
     routes = [
         Route(f"/v1/{event_type}", gateway.endpoint(event_type), methods=["POST"])
         for event_type in EVENT_TYPES

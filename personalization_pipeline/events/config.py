@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 
 from personalization_pipeline.events.connection import DEFAULT_SOCKET_TIMEOUT
 from personalization_pipeline.events.streams import EventStreams
+from personalization_pipeline.settings import Settings
 from personalization_pipeline.sync.redis_config import RedisDestination
 
 __all__ = ["DEMO_WRITE_KEY", "MAX_BODY_BYTES", "GatewaySettings", "NoWriteKeys"]
@@ -42,26 +42,22 @@ class GatewaySettings:
             )
 
     @classmethod
-    def from_env(cls) -> GatewaySettings:
-        """EVENTS_WRITE_KEYS, PERSONALIZE_READ_KEYS, EVENTS_PURCHASE_EVENTS, the streams' and
-        Redis's variables."""
-        url = os.environ.get("REDIS_URL")
-        destination = RedisDestination.from_url(url) if url else RedisDestination()
+    def from_settings(cls, settings: Settings) -> GatewaySettings:
+        """The gateway's part of the settings: the event block and the Redis destination."""
+        redis, events = settings.redis, settings.events
         destination = replace(
-            destination,
-            prefix=os.environ.get("REDIS_KEY_PREFIX", ""),
-            cluster_mode=os.environ.get("REDIS_CLUSTER_MODE", "false").lower()
-            in ("1", "true", "yes"),
+            RedisDestination.from_url(redis.url),
+            prefix=redis.prefix,
+            cluster_mode=redis.cluster_mode,
+            ca_cert_path=redis.ca_cert_path or None,
+            client_cert_path=redis.client_cert_path or None,
+            client_key_path=redis.client_key_path or None,
         )
-        purchases = _names(os.environ.get("EVENTS_PURCHASE_EVENTS") or "Order Completed")
         return cls(
-            write_keys=_names(os.environ.get("EVENTS_WRITE_KEYS", "")),
-            read_keys=_names(os.environ.get("PERSONALIZE_READ_KEYS", "")),
+            write_keys=events.write_keys,
+            read_keys=events.read_keys,
             destination=destination,
-            streams=EventStreams.from_env(),
-            purchase_events=purchases,
+            streams=events.streams(),
+            purchase_events=events.purchase_events,
+            socket_timeout=events.socket_timeout,
         )
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(name.strip() for name in text.split(",") if name.strip())

@@ -10,7 +10,6 @@ drains them with the consumer group
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 DEFAULT_SHARDS = 4
@@ -31,22 +30,3 @@ class EventStreams:
             raise ValueError(
                 f"EVENTS_STREAM_MAX_LENGTH must be at least 1000, got {self.max_length}"
             )
-
-    @classmethod
-    def from_env(cls) -> EventStreams:
-        """EVENTS_STREAM_SHARDS (default 4) and EVENTS_STREAM_MAX_LENGTH (default 1,000,000).
-
-        Changing the shard count moves users to other streams: drain every stream first.
-        """
-        return cls(
-            shards=positive_int("EVENTS_STREAM_SHARDS", DEFAULT_SHARDS),
-            max_length=positive_int("EVENTS_STREAM_MAX_LENGTH", DEFAULT_MAX_LENGTH),
-        )
-
-
-def positive_int(variable: str, default: int) -> int:
-    text = os.environ.get(variable) or str(default)
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{variable}={text!r} is not a whole number; unset it or fix it") from None

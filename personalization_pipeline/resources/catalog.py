@@ -6,16 +6,14 @@ import dagster as dg
 
 from personalization_pipeline.warehouse.recommendations import ModelSettings
 
-DEFAULT_PRODUCTS_PATH = "data/sample/products.csv"
-DEFAULT_ORDERS_PATH = "data/sample/orders.csv"
 DEFAULTS = ModelSettings()
 
 
 class CatalogFilesResource(dg.ConfigurableResource):
     """Paths of the latest product catalog and order history; each drop is a full file."""
 
-    products_path: str = DEFAULT_PRODUCTS_PATH
-    orders_path: str = DEFAULT_ORDERS_PATH
+    products_path: str = "data/sample/products.csv"
+    orders_path: str = "data/sample/orders.csv"
     # A file modified more recently than this may still be being written: wait for the next tick.
     settle_seconds: float = 60.0
 

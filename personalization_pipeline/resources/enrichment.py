@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-DEFAULT_INCOME_ENRICHMENT_PATH = "data/sample/income_enrichment.csv"
-DEFAULT_SETTLE_SECONDS = 60.0
+from personalization_pipeline.settings import IncomeSettings
+
+DEFAULT_INCOME_ENRICHMENT_PATH = IncomeSettings.path
+DEFAULT_SETTLE_SECONDS = IncomeSettings.settle_seconds
 
 
 class EnrichmentFileResource(dg.ConfigurableResource):

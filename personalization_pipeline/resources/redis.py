@@ -6,6 +6,7 @@ import dagster as dg
 import redis
 from redis.cluster import RedisCluster
 
+from personalization_pipeline.settings import RedisSettings
 from personalization_pipeline.sync.redis_config import (
     DEFAULT_SOCKET_TIMEOUT,
     RedisDestination,
@@ -13,7 +14,7 @@ from personalization_pipeline.sync.redis_config import (
     redact_url,
 )
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_REDIS_URL = RedisSettings.url
 
 
 class RedisResource(dg.ConfigurableResource):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-DEFAULT_MEMBERSHIP_STATUSES = ("loyalty_member", "expired", "trial", "prospect")
-DEFAULT_INCOME_BRACKET_PATTERN = r"^level_[1-5]$"
-DEFAULT_MAX_SHRINK_FRACTION = 0.2
-DEFAULT_READBACK_SAMPLE_SIZE = 100
+from personalization_pipeline.settings import ProfileRules, RedisSettings
+
+DEFAULT_MEMBERSHIP_STATUSES = ProfileRules.membership_statuses
+DEFAULT_INCOME_BRACKET_PATTERN = ProfileRules.income_bracket_pattern
+DEFAULT_MAX_SHRINK_FRACTION = ProfileRules.max_shrink
+DEFAULT_READBACK_SAMPLE_SIZE = RedisSettings.readback_sample
 
 
 class ProfileRulesResource(dg.ConfigurableResource):

@@ -18,21 +18,21 @@ import dagster as dg
 import duckdb
 import pandas as pd
 import requests
+from pydantic import Field
 
+from personalization_pipeline.env_values import parse_env_value
 from personalization_pipeline.errors import require_columns
 from personalization_pipeline.salesforce.client import (
-    ApiUsage,
     RetryPolicy,
     SalesforceAuth,
     SalesforceClient,
     SalesforceConfigError,
 )
-from personalization_pipeline.salesforce.extract import (
-    ExtractResult,
-    ExtractSettings,
-    extract_contacts,
-    land_export,
-    read_export,
+from personalization_pipeline.salesforce.extract import ExtractSettings, read_export
+from personalization_pipeline.salesforce.landing import (
+    ContactLanding,
+    land_from_api,
+    land_from_export,
 )
 from personalization_pipeline.salesforce.mapping import SYSTEM_FIELDS
 from personalization_pipeline.warehouse.csv_files import csv_header
@@ -79,7 +79,9 @@ def contact_fields(configured: Mapping[str, str]) -> dict[str, str]:
 class ContactSource(dg.ConfigurableResource, ABC):
     """Salesforce Contacts, one page of records at a time.
 
-    Each `<column>_field` setting names the Contact field that lands in that column.
+    Each `<column>_field` setting names the Contact field that lands in that column;
+    `extra_fields` names more fields to land in columns of their own, `*` every field
+    (personalization_pipeline/salesforce/extra_fields.py).
     """
 
     user_id_field: str = "App_User_Id__c"
@@ -87,6 +89,9 @@ class ContactSource(dg.ConfigurableResource, ABC):
     first_name_field: str = "FirstName"
     last_name_field: str = "LastName"
     membership_status_field: str = "Membership_Status__c"
+    extra_fields: list[str] = Field(
+        default=[], description="More Contact fields to land as columns of their own; * = all"
+    )
     # A full refresh may mark at most this share of the live contacts deleted (1 = no limit).
     max_delete_fraction: float = ExtractSettings.max_delete_fraction
 
@@ -107,11 +112,17 @@ class ContactSource(dg.ConfigurableResource, ABC):
     @abstractmethod
     def land_contacts(
         self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log, warn: Log
-    ) -> dict[str, object]:
+    ) -> ContactLanding:
         """Bring raw.salesforce_contact up to date (deleted contacts kept with is_deleted).
 
-        `warn` receives what an operator must act on. Returns what was done, for Dagster metadata.
+        `warn` receives what an operator must act on.
         """
+
+    def marker_before_landing(self) -> str | None:
+        """The change marker, when it costs nothing to take before each landing (a run then
+        records it, and the sensor does not start a run for what that run already landed).
+        From the API it would cost a login and three calls per run, so it is not taken."""
+        return None
 
     @abstractmethod
     def change_marker(self) -> str:
@@ -133,15 +144,24 @@ class SampleContactSource(ContactSource):
 
     def land_contacts(
         self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log, warn: Log
-    ) -> dict[str, object]:
+    ) -> ContactLanding:
         """An export is always complete, so every run is a full refresh."""
-        result = land_export(connection, self.pages(), self.fields, self.max_delete_fraction)
-        log(f"{self.path}: {result.summary()}")
-        return result.metadata()
+        return land_from_export(
+            connection,
+            self.path,
+            self.fields,
+            self.extra_fields,
+            self.max_delete_fraction,
+            PAGE_SIZE,
+            log,
+        )
 
     def pages(self) -> Iterator[pd.DataFrame]:
         require_columns(self.path, csv_header(self.path), list(self.fields))
         return read_export(self.path, PAGE_SIZE)
+
+    def marker_before_landing(self) -> str | None:
+        return self.change_marker()
 
     def change_marker(self) -> str:
         count, latest = 0, ""
@@ -207,35 +227,16 @@ class SalesforceApiSource(ContactSource):
             self.auth(), retry=retry, session=self.requests_session(), log=log, warn=warn
         )
 
-    def extract(
-        self,
-        connection: duckdb.DuckDBPyConnection,
-        full_refresh: bool = False,
-        log: Log = _quiet,
-        warn: Log = _quiet,
-    ) -> tuple[ExtractResult, ApiUsage]:
-        """Land new, changed and deleted contacts in raw.salesforce_contact (incremental)."""
+    def land_contacts(
+        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log, warn: Log
+    ) -> ContactLanding:
+        """Land new, changed and deleted contacts (incremental; salesforce/extract.py)."""
         settings = self._settings(ExtractSettings)
         fields = self.fields  # a mapping that cannot work fails before logging in
         client = self.connect(log, warn)
-        result = extract_contacts(client, connection, fields, settings, full_refresh, log, warn)
-        return result, client.usage
-
-    def land_contacts(
-        self, connection: duckdb.DuckDBPyConnection, full_refresh: bool, log: Log, warn: Log
-    ) -> dict[str, object]:
-        result, usage = self.extract(connection, full_refresh, log, warn)
-        log(
-            f"{result.mode.upper()}: {result.summary()}; API calls {usage.calls}, "
-            f"usage {usage.reported()}"
+        return land_from_api(
+            client, connection, fields, self.extra_fields, settings, full_refresh, log, warn
         )
-        return {
-            "api": "Bulk API 2.0" if result.mode == "bulk" else "REST",
-            **result.metadata(),
-            "api_calls_used": usage.calls,
-            "api_usage_reported": usage.reported(),
-            "stopped_early": result.stopped_early or "no",
-        }
 
     def change_marker(self) -> str:
         """Also the newest hard delete of the last day: the run a purge starts may come before
@@ -273,7 +274,7 @@ def contact_source_from_env() -> ContactSource:
         if name in AUTH_SETTINGS:
             settings[name] = dg.EnvVar(variable)
         else:
-            settings[name] = field.annotation(os.environ[variable])
+            settings[name] = parse_env_value(variable, os.environ[variable], field.annotation)
     if not api:
         settings["path"] = os.environ.get("SAMPLE_CONTACTS_PATH", DEFAULT_SAMPLE_CONTACTS_PATH)
     return source(**settings)

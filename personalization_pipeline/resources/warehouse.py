@@ -10,7 +10,9 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-DEFAULT_WAREHOUSE_PATH = "data/warehouse.duckdb"
+from personalization_pipeline.settings import WarehouseSettings
+
+DEFAULT_WAREHOUSE_PATH = WarehouseSettings.path
 # DuckDB takes an exclusive file lock; a step that starts while another process still holds it
 # (a finishing run, a notebook) waits a little instead of failing at once.
 LOCK_RETRIES = 10

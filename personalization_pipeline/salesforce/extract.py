@@ -21,7 +21,8 @@ cursor, the run warns and becomes a full refresh, which finds hard deletes by th
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,10 +37,16 @@ from personalization_pipeline.salesforce.client import (
     SalesforceConfigError,
     SalesforceQueryError,
 )
+from personalization_pipeline.salesforce.contact_columns import ContactColumns
+from personalization_pipeline.salesforce.extra_fields import (
+    ExtraField,
+    extra_fields_from_describe,
+)
 from personalization_pipeline.salesforce.mapping import check_field_mapping
+from personalization_pipeline.warehouse.added_columns import add_columns
 from personalization_pipeline.warehouse.csv_files import csv_pages
 from personalization_pipeline.warehouse.schema import ensure_schema
-from personalization_pipeline.warehouse.tables import CONTACT_FIELDS, SALESFORCE_CONTACT
+from personalization_pipeline.warehouse.tables import SALESFORCE_CONTACT
 from personalization_pipeline.warehouse.transaction import transaction
 
 CURSOR_NAME = "salesforce_contact"
@@ -61,29 +68,6 @@ CREATE TABLE IF NOT EXISTS salesforce_state.cursor (
 CREATE TABLE IF NOT EXISTS salesforce_state.full_refresh_seen (id VARCHAR PRIMARY KEY);
 """
 
-# Counts before the merge: new ids, existing rows whose values change, rows that become deleted.
-COUNT_PAGE = f"""
-SELECT count(*) FILTER (WHERE r.id IS NULL),
-       count(*) FILTER (WHERE r.id IS NOT NULL AND i.system_modstamp >= r.system_modstamp AND (
-           {" OR ".join(f"i.{c} IS DISTINCT FROM r.{c}" for c in CONTACT_FIELDS if c != "id")})),
-       count(*) FILTER (WHERE r.id IS NOT NULL AND i.is_deleted AND NOT r.is_deleted
-                        AND i.system_modstamp >= r.system_modstamp),
-       max(i.system_modstamp)
-FROM incoming AS i LEFT JOIN raw.salesforce_contact AS r USING (id)
-"""
-
-# The columns cast on the way in, and what their values must be.
-CAST_COLUMNS = {"system_modstamp": "TIMESTAMPTZ", "is_deleted": "BOOLEAN"}
-STAGE_PAGE = f"""
-CREATE OR REPLACE TEMP TABLE incoming AS
-SELECT {", ".join(c for c in CONTACT_FIELDS if c not in CAST_COLUMNS)},
-       -- REST sends 2024-01-02T03:04:05.000+0000, Bulk 2.0 and exports 2024-01-02T03:04:05.000Z
-       CAST(system_modstamp AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS system_modstamp,
-       coalesce(CAST(is_deleted AS BOOLEAN), false) AS is_deleted
-FROM contact_page
-QUALIFY row_number() OVER (PARTITION BY id ORDER BY system_modstamp DESC) = 1
-"""
-
 # A contact changed after its delete (undeleted) keeps what the newer change says.
 MARK_DELETED = """
 UPDATE raw.salesforce_contact AS r
@@ -91,15 +75,6 @@ SET is_deleted = true, system_modstamp = d.deleted_date, loaded_at = now() AT TI
 FROM (SELECT id, CAST(deleted_date AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS deleted_date
       FROM deleted_contacts) AS d
 WHERE r.id = d.id AND NOT r.is_deleted AND r.system_modstamp <= d.deleted_date
-"""
-
-# Never let an older copy of a record overwrite a newer one.
-MERGE_PAGE = f"""
-INSERT INTO raw.salesforce_contact ({SALESFORCE_CONTACT.select_list()})
-SELECT {", ".join(CONTACT_FIELDS)}, now() AT TIME ZONE 'UTC' FROM incoming
-ON CONFLICT (id) DO UPDATE SET
-    {", ".join(f"{c} = excluded.{c}" for c in SALESFORCE_CONTACT.column_names if c != "id")}
-WHERE excluded.system_modstamp >= salesforce_contact.system_modstamp
 """
 
 
@@ -148,6 +123,9 @@ class ExtractResult:
     # lookback (None for exports, which say nothing about the API's delete log).
     deletes_restart_at: datetime | None = None
     hard_deletes_gap: str | None = None
+    extra_columns: tuple[str, ...] = ()
+    # Extra columns this run added to the table (filled for every contact by this run).
+    extra_columns_added: tuple[str, ...] = ()
 
     def summary(self) -> str:
         return (
@@ -168,6 +146,8 @@ class ExtractResult:
             "deleted_cursor_before": str(self.deleted_cursor_before or "none"),
             "deleted_cursor_after": str(self.deleted_cursor_after or "none"),
             "hard_deletes_gap": self.hard_deletes_gap or "no",
+            "extra_columns": ", ".join(self.extra_columns) or "none",
+            "extra_columns_added": ", ".join(self.extra_columns_added) or "none",
         }
 
 
@@ -210,22 +190,33 @@ def extract_contacts(
     full_refresh: bool = False,
     log: Callable[[str], None] = lambda message: None,
     warn: Callable[[str], None] | None = None,
+    extra_fields: Sequence[str] = (),
 ) -> ExtractResult:
     """Land new, changed and deleted Contacts; see the module docstring for the guarantees.
 
-    `fields` maps Salesforce field names to raw.salesforce_contact columns. `warn` (default:
+    `fields` maps Salesforce field names to raw.salesforce_contact columns; `extra_fields`
+    names more fields to land as columns of their own (extra_fields.py). `warn` (default:
     `log`) receives what an operator must act on.
     """
     settings = settings or ExtractSettings()
     warn = warn or log
-    fields = check_field_mapping(fields, client.describe_contact())
-    result = _start(connection, full_refresh)
+    describe = client.describe_contact()
+    fields = check_field_mapping(fields, describe)
+    columns = ContactColumns(fields, extra_fields_from_describe(extra_fields, describe, fields))
+    ensure_state(connection)
+    added = _add_extra_columns(connection, columns.extras, reread=True)
+    if added:
+        log(
+            f"Added {', '.join(added)} to raw.salesforce_contact; reading every contact again "
+            "to fill them"
+        )
+    result = _start(connection, full_refresh, columns=columns, added=added)
     result.deletes_restart_at = (client.clock() - settings.lookback).replace(tzinfo=None)
     if _over_budget(client, settings, result, "before the extract started"):
         return result
     deletes = None
     try:
-        if not full_refresh:
+        if not result.full_refresh:
             deletes = _read_deletes(client, connection, result, warn)
         since = None
         if result.cursor_before is not None and not result.full_refresh:
@@ -238,13 +229,13 @@ def extract_contacts(
             f"reading them with {'Bulk API 2.0' if result.mode == 'bulk' else 'REST'}"
         )
         if result.mode == "bulk":
-            pages = _bulk_pages(client, contact_soql(fields, since, ordered=False), settings)
+            pages = _bulk_pages(client, contact_soql(columns.fields, since, False), settings)
         else:
-            pages = _rest_pages(client, contact_soql(fields, since, ordered=True), settings)
+            pages = _rest_pages(client, contact_soql(columns.fields, since, True), settings)
         _land_pages(
             connection,
             pages,
-            fields,
+            columns,
             result,
             settings.max_delete_fraction,
             stop=lambda: _over_budget(client, settings, result, "mid-extract"),
@@ -262,13 +253,28 @@ def extract_contacts(
 def land_export(
     connection: duckdb.DuckDBPyConnection,
     pages: Iterable[pd.DataFrame],
-    fields: Mapping[str, str],
+    columns: ContactColumns,
     max_delete_fraction: float,
 ) -> ExtractResult:
     """Land a complete export (pages of Salesforce field -> value): a full refresh every time."""
-    result = _start(connection, full_refresh=True, mode="export")
-    _land_pages(connection, _marking_the_last(pages), fields, result, max_delete_fraction)
+    ensure_state(connection)
+    added = _add_extra_columns(connection, columns.extras, reread=False)
+    result = _start(connection, full_refresh=True, mode="export", columns=columns, added=added)
+    _land_pages(connection, _marking_the_last(pages), columns, result, max_delete_fraction)
     return result
+
+
+def _add_extra_columns(
+    connection: duckdb.DuckDBPyConnection, extras: Sequence[ExtraField], reread: bool
+) -> tuple[str, ...]:
+    """Add the extra fields' columns the table lacks. Contacts landed before hold nothing in a
+    new column, so with `reread` the API cursor is reset in the same transaction: this run reads
+    every contact again, and a run that stops early or fails resumes that read."""
+    with transaction(connection):
+        added = add_columns(connection, SALESFORCE_CONTACT, [extra.spec() for extra in extras])
+        if added and reread:
+            connection.execute("DELETE FROM salesforce_state.cursor WHERE name = ?", [CURSOR_NAME])
+    return tuple(added)
 
 
 def read_export(path: str, page_size: int) -> Iterator[pd.DataFrame]:
@@ -286,9 +292,12 @@ def _csv_nulls(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _start(
-    connection: duckdb.DuckDBPyConnection, full_refresh: bool, mode: str = "rest"
+    connection: duckdb.DuckDBPyConnection,
+    full_refresh: bool,
+    columns: ContactColumns,
+    added: tuple[str, ...],
+    mode: str = "rest",
 ) -> ExtractResult:
-    ensure_state(connection)
     cursor = read_cursor(connection)
     deleted_cursor = read_cursor(connection, DELETED_CURSOR_NAME)
     result = ExtractResult(
@@ -297,6 +306,8 @@ def _start(
         cursor_after=cursor,
         deleted_cursor_before=deleted_cursor,
         deleted_cursor_after=deleted_cursor,
+        extra_columns=tuple(extra.column for extra in columns.extras),
+        extra_columns_added=added,
     )
     if full_refresh:
         _begin_full_refresh(connection, result)
@@ -402,7 +413,7 @@ def _marking_the_last(pages: Iterable[pd.DataFrame]) -> Iterator[tuple[pd.DataFr
 def _land_pages(
     connection: duckdb.DuckDBPyConnection,
     pages: Iterable[tuple[pd.DataFrame, bool]],
-    fields: Mapping[str, str],
+    columns: ContactColumns,
     result: ExtractResult,
     max_delete_fraction: float,
     stop: Callable[[], bool] = lambda: False,
@@ -412,7 +423,7 @@ def _land_pages(
     `stop` is asked between pages whether to end early, progress kept.
     """
     for frame, is_last in pages:
-        _land_page(connection, frame, fields, result, is_last)
+        _land_page(connection, frame, columns, result, is_last)
         if not is_last:
             if stop():
                 return
@@ -467,25 +478,26 @@ def _bulk_pages(
 def _land_page(
     connection: duckdb.DuckDBPyConnection,
     frame: pd.DataFrame,
-    fields: Mapping[str, str],
+    columns: ContactColumns,
     result: ExtractResult,
     is_last: bool,
 ) -> None:
     """Merge one page, and advance the cursor in the same transaction."""
     empty = pd.Series([None] * len(frame), dtype=object)
     page = pd.DataFrame(
-        {column: frame.get(name, empty) for name, column in fields.items()},
-        columns=list(CONTACT_FIELDS),
+        {column: frame.get(name, empty) for name, column in columns.fixed.items()}
+        | {extra.column: _texts(frame.get(extra.field, empty)) for extra in columns.extras},
+        columns=columns.names,
         dtype=object,
     )
     result.pages += 1
     result.rows_fetched += len(page)
-    with _naming_bad_values(connection, page, frame.attrs, fields), transaction(connection):
+    with _naming_bad_values(connection, page, frame.attrs, columns), transaction(connection):
         connection.register("contact_page", page)
-        connection.execute(STAGE_PAGE)
+        connection.execute(columns.stage_sql())
         connection.unregister("contact_page")
-        inserted, updated, deleted, page_max = connection.execute(COUNT_PAGE).fetchone()
-        connection.execute(MERGE_PAGE)
+        inserted, updated, deleted, page_max = connection.execute(columns.count_sql()).fetchone()
+        connection.execute(columns.merge_sql())
         if result.full_refresh:
             connection.execute(
                 "INSERT INTO salesforce_state.full_refresh_seen SELECT id FROM incoming "
@@ -510,34 +522,42 @@ def _land_page(
     result.marked_deleted += deleted
 
 
+def _texts(values: pd.Series) -> pd.Series:
+    """An extra field's values as text, as CSV pages hold them, whatever JSON type REST gave
+    them (true, 0.5, "x"): DuckDB then casts one column of one type, never a mix."""
+    return values.map(
+        lambda value: value if value is None or isinstance(value, str) else json.dumps(value)
+    )
+
+
 @contextmanager
 def _naming_bad_values(
     connection: duckdb.DuckDBPyConnection,
     page: pd.DataFrame,
     attrs: Mapping[str, object],
-    fields: Mapping[str, str],
+    columns: ContactColumns,
 ) -> Iterator[None]:
     """Turn a failed cast (after the page's transaction rolled back) into a ContactValueError."""
     try:
         yield
     except (duckdb.ConversionException, duckdb.InvalidInputException) as error:
-        raise _bad_value(connection, page, attrs, fields, error) from None
+        raise _bad_value(connection, page, attrs, columns, error) from None
 
 
 def _bad_value(
     connection: duckdb.DuckDBPyConnection,
     page: pd.DataFrame,
     attrs: Mapping[str, object],
-    fields: Mapping[str, str],
+    columns: ContactColumns,
     error: duckdb.Error,
 ) -> ContactValueError:
     """Which contact, and where in an export, holds the value DuckDB could not cast."""
-    field_of = {column: field for field, column in fields.items()}
+    field_of = {column: field for field, column in columns.fields.items()}
     connection.register("contact_page", page)  # the rollback dropped it
-    for column, kind in CAST_COLUMNS.items():
+    for column, kind in columns.casts.items():
         found = connection.execute(
-            f"SELECT {column} FROM contact_page WHERE {column} IS NOT NULL "
-            f"AND TRY_CAST({column} AS {kind}) IS NULL LIMIT 1"
+            f'SELECT "{column}" FROM contact_page WHERE "{column}" IS NOT NULL '
+            f'AND TRY_CAST("{column}" AS {kind}) IS NULL LIMIT 1'
         ).fetchone()
         if found:
             (value,) = found

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from personalization_pipeline.errors import PermanentError
@@ -15,6 +15,17 @@ SYSTEM_FIELDS = {"id": "Id", "system_modstamp": "SystemModstamp", "is_deleted": 
 
 class FieldMappingError(PermanentError, ValueError):
     """A configured field does not exist on Contact in this org."""
+
+
+def closest(field: str, available: Sequence[str]) -> str:
+    """The existing names closest to a misspelt `field`, for an error message."""
+    by_lower = {name.lower(): name for name in available}
+    close = difflib.get_close_matches(field, available, n=3, cutoff=0.5) or (
+        difflib.get_close_matches(field.lower(), list(by_lower), n=3, cutoff=0.5)
+    )
+    if not close:
+        return "no similar field"
+    return f"closest: {', '.join(by_lower.get(c, c) for c in close)}"
 
 
 def check_field_mapping(fields: Mapping[str, str], describe: Mapping[str, Any]) -> dict[str, str]:
@@ -30,15 +41,7 @@ def check_field_mapping(fields: Mapping[str, str], describe: Mapping[str, Any]) 
     for field, column in fields.items():
         actual = by_lower.get(field.lower())
         if actual is None:
-            close = difflib.get_close_matches(field, available, n=3, cutoff=0.5) or (
-                difflib.get_close_matches(field.lower(), list(by_lower), n=3, cutoff=0.5)
-            )
-            hint = (
-                f"closest: {', '.join(by_lower.get(c, c) for c in close)}"
-                if close
-                else ("no similar field")
-            )
-            problems.append(f"{field} (for column {column}; {hint})")
+            problems.append(f"{field} (for column {column}; {closest(field, available)})")
         else:
             checked[actual] = column
     if problems:

@@ -34,9 +34,15 @@ from personalization_pipeline.events.backlog import (
     ensure_group,
     group_positions,
 )
-from personalization_pipeline.events.streams import EventStreams, positive_int
+from personalization_pipeline.events.streams import EventStreams
 from personalization_pipeline.keys import EVENT_FIELD, EVENTS_CONSUMER_GROUP, event_stream_keys
 from personalization_pipeline.warehouse.schema import ensure_schema
+from personalization_pipeline.warehouse.tables import (
+    EVENTS,
+    EVENTS_REJECTED,
+    EVENTS_TRIMMED,
+    IDENTITIES,
+)
 from personalization_pipeline.warehouse.transaction import transaction
 
 DEFAULT_BATCH_SIZE = 1000
@@ -67,16 +73,16 @@ SELECT position, stream, entry_id, raw,
 FROM drain_entries
 """
 
-REJECT = """
-INSERT INTO raw.events_rejected
+REJECT = f"""
+INSERT INTO raw.events_rejected ({EVENTS_REJECTED.select_list()})
 SELECT stream, entry_id, reason, raw, now() AT TIME ZONE 'UTC'
 FROM drain_batch WHERE reason IS NOT NULL
 ON CONFLICT DO NOTHING
 """
 
 # One row per messageId: the first entry in the batch wins, a landed one beats them all.
-LAND = """
-INSERT INTO raw.events
+LAND = f"""
+INSERT INTO raw.events ({EVENTS.select_list()})
 SELECT raw::JSON ->> '$.messageId',
        lower(raw::JSON ->> '$.type'),
        raw::JSON ->> '$.event',
@@ -93,8 +99,8 @@ ON CONFLICT DO NOTHING
 
 # Identify events with an email, as RudderStack's Redis destination reads traits: top-level
 # traits overlay context.traits. Emails are matched trimmed and lowercased.
-IDENTIFY = """
-INSERT INTO analytics.identities
+IDENTIFY = f"""
+INSERT INTO analytics.identities ({IDENTITIES.select_list()})
 SELECT user_id, email, min(seen), max(seen)
 FROM (
     SELECT nullif(trim(raw::JSON ->> '$.userId'), '') AS user_id,
@@ -128,15 +134,6 @@ class DrainSettings:
         for name, variable in SETTINGS.items():
             if getattr(self, name) < 1:
                 raise ValueError(f"{variable} must be at least 1, got {getattr(self, name)}")
-
-    @classmethod
-    def from_env(cls) -> DrainSettings:
-        return cls(
-            **{
-                name: positive_int(variable, getattr(cls, name))
-                for name, variable in SETTINGS.items()
-            }
-        )
 
 
 @dataclass
@@ -324,7 +321,8 @@ def _record_loss(
     connection: duckdb.DuckDBPyConnection, stream: str, entries: int, how: str, ids: list[str]
 ) -> None:
     connection.execute(
-        "INSERT INTO raw.events_trimmed VALUES (now() AT TIME ZONE 'UTC', ?, ?, ?, ?)",
+        f"INSERT INTO raw.events_trimmed ({EVENTS_TRIMMED.select_list()})"
+        " VALUES (now() AT TIME ZONE 'UTC', ?, ?, ?, ?)",
         [stream, entries, how, ids],
     )
 

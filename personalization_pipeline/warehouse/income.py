@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ PAGE_SIZE = 50_000
 CONFLICT_EXAMPLES = 3
 
 # One email (in any case) with different brackets: user_profiles takes the newest enriched_at,
-# then the later line of the drop (assets/sql/user_profiles.sql). Counted here, to be seen.
+# then the later line of the drop (the income trait source, assets/traits/income_enrichment.py). Counted here, to be seen.
 CONFLICTS = """
 SELECT count(*) OVER (), email_key, string_agg(
     'line ' || source_line || ': ' || coalesce(income_bracket, 'null') || ' ('
@@ -144,3 +145,12 @@ def replace_income(
         conflicting_emails=conflicts[0][0] if conflicts else 0,
         conflict_examples=tuple(f"{email}: {lines}" for _, email, lines in conflicts),
     )
+
+
+def file_sha256(path: Path) -> str:
+    """The file's content hash, read in blocks (the sensor compares it across runs)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -135,20 +135,6 @@ IDENTITIES = Table(
     primary_key=("user_id", "email"),
 )
 
-# Built by assets/sql/user_profiles.sql, not by DDL; declared for its column schema and checked
-# against what the SQL builds (tests/test_warehouse_schema.py).
-USER_PROFILES = Table(
-    "analytics.user_profiles",
-    "One row per app user: the identify traits the profile sync sends.",
-    (
-        Column("user_id", "VARCHAR", "App user id (the Redis key)"),
-        Column("email", "VARCHAR"),
-        Column("membership_status", "VARCHAR"),
-        Column("income_bracket", "VARCHAR", "Null when not enriched"),
-        Column("updated_at", "TIMESTAMP", "Latest source change, UTC"),
-    ),
-)
-
 PRODUCTS = Table(
     "raw.products",
     "The product catalog as the last file drop held it (warehouse/catalog.py).",

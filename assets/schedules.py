@@ -10,20 +10,19 @@
   fixed cadence to change detection. Turn it on *instead of* the two sensors, not beside them.
 """
 
-import os
-
 import dagster as dg
 
-from personalization_pipeline.jobs import (
+from assets.jobs import (
     FULL_SYNC_RUN_CONFIG,
     redis_profiles_job,
     warehouse_actions_job,
 )
+from personalization_pipeline.settings import current
 
 redis_verify_schedule = dg.ScheduleDefinition(
     name="redis_verify_schedule",
     job=redis_profiles_job,
-    cron_schedule=os.environ.get("REDIS_VERIFY_CRON") or "*/30 * * * *",
+    cron_schedule=current().automation.redis_verify_cron,
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Incremental sync + read-back of the profile hashes: Redis verified fresh.",
@@ -33,7 +32,7 @@ reconcile_schedule = dg.ScheduleDefinition(
     name="reconcile_schedule",
     job=redis_profiles_job,
     run_config=FULL_SYNC_RUN_CONFIG,
-    cron_schedule=os.environ.get("RECONCILE_CRON") or "0 3 * * *",
+    cron_schedule=current().automation.reconcile_cron,
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Nightly full rewrite of the profile hashes in Redis from user_profiles.",

@@ -53,12 +53,32 @@ CONTACT_FIELDS: tuple[tuple[str, str, str, str, bool, bool, int], ...] = (
     ("Phone", "phone", "xsd:string", "Business Phone", False, True, 40),
     ("Email", "email", "xsd:string", "Email", False, True, 80),
     ("Birthdate", "date", "xsd:date", "Birthdate", False, True, 0),
+    ("MailingStreet", "textarea", "xsd:string", "Mailing Street", False, True, 255),
+    ("MailingCity", "string", "xsd:string", "Mailing City", False, True, 40),
+    ("MailingPostalCode", "string", "xsd:string", "Mailing Zip/Postal Code", False, True, 20),
+    ("MailingCountry", "string", "xsd:string", "Mailing Country", False, True, 80),
+    ("MailingAddress", "address", "urn:address", "Mailing Address", False, True, 0),
     ("CreatedDate", "datetime", "xsd:dateTime", "Created Date", False, False, 0),
     ("LastModifiedDate", "datetime", "xsd:dateTime", "Last Modified Date", False, False, 0),
     ("SystemModstamp", "datetime", "xsd:dateTime", "System Modstamp", False, False, 0),
     ("App_User_Id__c", "string", "xsd:string", "App User Id", True, True, 64),
     ("Membership_Status__c", "picklist", "xsd:string", "Membership Status", True, True, 255),
+    # Custom fields an org adds for its own data, landed only through SALESFORCE_EXTRA_FIELDS.
+    ("Churn_Score__c", "double", "xsd:double", "Churn Score", True, True, 0),
+    ("Lifetime_Value__c", "currency", "xsd:double", "Lifetime Value", True, True, 0),
+    ("Newsletter_Opt_In__c", "boolean", "xsd:boolean", "Newsletter Opt In", True, False, 0),
 )
+# A compound field is listed beside its components, which name it in compoundFieldName. REST
+# returns it as a nested object; a Bulk query refuses it.
+COMPOUND_FIELDS = {
+    "MailingAddress": {
+        "street": "MailingStreet",
+        "city": "MailingCity",
+        "postalCode": "MailingPostalCode",
+        "country": "MailingCountry",
+    }
+}
+COMPOUND_OF = {part: name for name, parts in COMPOUND_FIELDS.items() for part in parts.values()}
 FIELD_TYPES = {name: ftype for name, ftype, *_ in CONTACT_FIELDS}
 FIELD_BY_LOWER = {name.lower(): name for name in FIELD_TYPES}
 MEMBERSHIP_VALUES = ("Active", "Lapsed", "Trial", "Cancelled")
@@ -71,6 +91,13 @@ WRITABLE = {
     "Birthdate",
     "App_User_Id__c",
     "Membership_Status__c",
+    "MailingStreet",
+    "MailingCity",
+    "MailingPostalCode",
+    "MailingCountry",
+    "Churn_Score__c",
+    "Lifetime_Value__c",
+    "Newsletter_Opt_In__c",
 }
 
 _ID_SUFFIX_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
@@ -455,6 +482,8 @@ class SalesforceOrg:
                 LastModifiedDate=stamp,
                 SystemModstamp=stamp,
                 LastName="Unknown",
+                # Checkboxes are never null on a real org.
+                Newsletter_Opt_In__c=False,
             )
             record.update(values)
             record["Name"] = " ".join(p for p in (record["FirstName"], record["LastName"]) if p)
@@ -621,7 +650,17 @@ class SalesforceOrg:
             if query.limit is not None:
                 records = records[: query.limit]
             # Each row starts with the Id (for attributes.url), then the selected fields.
-            return [(r["Id"], *(r[f] for f in query.fields)) for r in records]
+            return [(r["Id"], *(field_value(r, f) for f in query.fields)) for r in records]
+
+
+def field_value(record: dict[str, Any], name: str) -> Any:
+    """A stored value; a compound field is built from its components, as REST returns it."""
+    if name not in COMPOUND_FIELDS:
+        return record[name]
+    parts = {key: record[part] for key, part in COMPOUND_FIELDS[name].items()}
+    if not any(parts.values()):
+        return None
+    return {**parts, "state": None, "geocodeAccuracy": None, "latitude": None, "longitude": None}
 
 
 # --- HTTP -----------------------------------------------------------------------------------
@@ -1091,6 +1130,10 @@ class Handler(BaseHTTPRequestHandler):
             raise _Reply(
                 400, error_body("API_ERROR", "Aggregate Relationships not supported in Bulk Query")
             )
+        if any(name in COMPOUND_FIELDS for name in query.fields):
+            raise _Reply(
+                400, error_body("API_ERROR", "Selecting compound data not supported in Bulk Query")
+            )
         rows = org.select(query, include_deleted=operation == "queryAll")
         with org.lock:
             job = BulkJob(
@@ -1203,7 +1246,7 @@ def _describe_field(
         "calculatedFormula": None,
         "cascadeDelete": False,
         "caseSensitive": False,
-        "compoundFieldName": None,
+        "compoundFieldName": COMPOUND_OF.get(name),
         "controllerName": None,
         "createable": not system,
         "custom": custom,
@@ -1217,10 +1260,10 @@ def _describe_field(
         "encrypted": False,
         "externalId": name == "App_User_Id__c",
         "extraTypeInfo": "personname" if name in ("FirstName", "LastName", "Name") else None,
-        "filterable": True,
+        "filterable": ftype != "address",
         "filteredLookupInfo": None,
         "formulaTreatNullNumberAsZero": False,
-        "groupable": ftype not in ("datetime",),
+        "groupable": ftype not in ("datetime", "address"),
         "highScaleNumber": False,
         "htmlFormatted": False,
         "idLookup": name in ("Id", "Email", "App_User_Id__c"),
@@ -1236,7 +1279,7 @@ def _describe_field(
         "permissionable": custom or name in ("Phone", "Email", "Birthdate", "AccountId"),
         "picklistValues": picklist,
         "polymorphicForeignKey": False,
-        "precision": 0,
+        "precision": 18 if ftype in ("double", "currency") else 0,
         "queryByDistance": False,
         "referenceTargetField": None,
         "referenceTo": ["Account"] if name == "AccountId" else [],
@@ -1244,10 +1287,10 @@ def _describe_field(
         "relationshipOrder": None,
         "restrictedDelete": False,
         "restrictedPicklist": False,
-        "scale": 0,
+        "scale": 2 if ftype in ("double", "currency") else 0,
         "searchPrefilterable": False,
         "soapType": soap,
-        "sortable": True,
+        "sortable": ftype != "address",
         "type": ftype,
         "unique": False,
         "updateable": not system,

@@ -2,21 +2,23 @@
 
 import dagster as dg
 
-from assets.activation import RECOMMENDATION_SYNCS, profiles, redis_user_profiles
+from assets.activation import RECOMMENDATION_SYNCS, profiles
 from assets.events import raw_events
 from assets.models import product_recommendations
-from assets.sources import income_enrichment, orders, products, salesforce_contacts
-from assets.warehouse import user_profiles
+from assets.sources import orders, products
 
+# Everything redis_user_profiles needs, whatever trait sources are registered, except the event
+# drain, which events_job runs on its own cadence.
 warehouse_actions_job = dg.define_asset_job(
     name="warehouse_actions_job",
-    selection=[salesforce_contacts, income_enrichment, user_profiles, redis_user_profiles],
-    description="The profile path: Salesforce + income enrichment -> user_profiles -> Redis.",
+    selection=dg.AssetSelection.assets(profiles.asset).upstream()
+    - dg.AssetSelection.assets(raw_events),
+    description="The profile path: the trait sources -> user_profiles -> Redis.",
 )
 
 redis_profiles_job = dg.define_asset_job(
     name="redis_profiles_job",
-    selection=[redis_user_profiles],
+    selection=[profiles.asset],
     description="Sync Redis from user_profiles without reading the sources (verify, reconcile).",
 )
 
@@ -32,7 +34,6 @@ events_job = dg.define_asset_job(
 
 # The model and its Redis syncs: what a drain of new purchase events needs rebuilt.
 RECOMMENDATION_MODEL = [product_recommendations.key, *(s.asset.key for s in RECOMMENDATION_SYNCS)]
-
 RECOMMENDATION_PATH = [products.key, orders.key, *RECOMMENDATION_MODEL]
 
 recommendations_job = dg.define_asset_job(

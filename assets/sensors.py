@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Sequence
 from contextlib import closing
@@ -23,27 +22,31 @@ import dagster as dg
 
 from assets.activation import redis_user_profiles
 from assets.events import raw_events
-from assets.sources import income_enrichment, salesforce_contacts
-from assets.warehouse import user_profiles
-from personalization_pipeline.events.backlog import backlog
-from personalization_pipeline.events.streams import EventStreams, positive_int
-from personalization_pipeline.jobs import (
+from assets.jobs import (
     RECOMMENDATION_MODEL,
     RECOMMENDATION_PATH,
     events_job,
     recommendations_job,
     warehouse_actions_job,
 )
+from assets.sources import (
+    CHANGE_MARKER,
+    CONTENT_SHA256,
+    income_enrichment,
+    orders,
+    products,
+    salesforce_contacts,
+)
+from assets.warehouse import user_profiles
+from personalization_pipeline.events.backlog import backlog
 from personalization_pipeline.keys import event_stream_keys
 from personalization_pipeline.resources.catalog import CatalogFilesResource
 from personalization_pipeline.resources.enrichment import EnrichmentFileResource
 from personalization_pipeline.resources.redis import RedisResource
 from personalization_pipeline.resources.salesforce import ContactSource
-from personalization_pipeline.settings import model_refresh_seconds
-from personalization_pipeline.warehouse.income import missing_file_message
+from personalization_pipeline.settings import current
+from personalization_pipeline.warehouse.income import file_sha256, missing_file_message
 
-DEFAULT_INTERVAL_SECONDS = 30 * 60
-MINIMUM_INTERVAL_SECONDS = 60
 TRIGGER_TAG = "personalization/trigger"
 RETRY_OF_TAG = "personalization/retry_of"
 ATTEMPT_TAG = "personalization/attempt"
@@ -51,17 +54,6 @@ ATTEMPT_TAG = "personalization/attempt"
 MAX_ATTEMPTS = 3
 # Set by Dagster on a failed run that the instance's run_retries will launch again.
 WILL_RETRY_TAG = "dagster/will_retry"
-
-
-def sensor_interval_seconds() -> int:
-    """SENSOR_INTERVAL_SECONDS, default 1800 (30 minutes), at least 60."""
-    value = int(os.environ.get("SENSOR_INTERVAL_SECONDS") or DEFAULT_INTERVAL_SECONDS)
-    if value < MINIMUM_INTERVAL_SECONDS:
-        raise ValueError(
-            f"SENSOR_INTERVAL_SECONDS={value} is below the {MINIMUM_INTERVAL_SECONDS}-second "
-            "minimum; set it to 60 or more"
-        )
-    return value
 
 
 def short_digest(text: str) -> str:
@@ -123,7 +115,7 @@ def profile_path_from(
 
 @dg.sensor(
     job=warehouse_actions_job,
-    minimum_interval_seconds=sensor_interval_seconds(),
+    minimum_interval_seconds=current().automation.sensor_interval_seconds,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Runs the profile path when any Salesforce Contact was added, edited or deleted "
@@ -137,6 +129,9 @@ def salesforce_contacts_sensor(
     """Runs the profile path when any Salesforce Contact was added, edited or deleted."""
     marker = salesforce.change_marker()
     selection = profile_path_from(context, salesforce_contacts.key)
+    if marker != context.cursor and marker == recorded(context, salesforce_contacts, CHANGE_MARKER):
+        context.update_cursor(marker)
+        return dg.SkipReason(f"The latest materialization already landed this state: {marker}")
     if marker == context.cursor:
         return rerun_if_last_failed(context, selection) or dg.SkipReason(
             f"No Contact changed in {salesforce.describe()}: {marker}"
@@ -151,6 +146,16 @@ def salesforce_contacts_sensor(
     )
 
 
+def recorded(
+    context: dg.SensorEvaluationContext, asset: dg.AssetsDefinition, name: str
+) -> object | None:
+    """What the latest materialization of `asset` recorded under `name`, if anything."""
+    event = context.instance.get_latest_materialization_event(asset.key)
+    materialization = event.asset_materialization if event else None
+    value = materialization.metadata.get(name) if materialization else None
+    return value.value if value is not None else None
+
+
 def file_fingerprint(path: Path, previous: dict | None) -> dict:
     """Size, mtime and content hash; the file is only read when size or mtime moved."""
     try:
@@ -160,16 +165,12 @@ def file_fingerprint(path: Path, previous: dict | None) -> dict:
     fingerprint = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     if previous and all(previous.get(k) == v for k, v in fingerprint.items()):
         return previous
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {**fingerprint, "sha256": digest.hexdigest()}
+    return {**fingerprint, "sha256": file_sha256(path)}
 
 
 @dg.sensor(
     job=warehouse_actions_job,
-    minimum_interval_seconds=sensor_interval_seconds(),
+    minimum_interval_seconds=current().automation.sensor_interval_seconds,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Runs the profile path when the enrichment vendor drops a file with new content, once "
@@ -204,6 +205,8 @@ def income_enrichment_sensor(
     context.update_cursor(json.dumps(fingerprint, sort_keys=True))
     if previous and previous.get("sha256") == fingerprint["sha256"]:
         return dg.SkipReason(f"{path} was touched but its content is unchanged")
+    if fingerprint["sha256"] == recorded(context, income_enrichment, CONTENT_SHA256):
+        return dg.SkipReason(f"The latest materialization already loaded this content of {path}")
     return dg.RunRequest(
         run_key=f"income:{fingerprint['sha256'][:16]}:{fingerprint['mtime_ns']}",
         asset_selection=selection,
@@ -211,8 +214,6 @@ def income_enrichment_sensor(
     )
 
 
-DEFAULT_DRAIN_BACKLOG = 10_000
-DEFAULT_DRAIN_INTERVAL_SECONDS = 300
 # How often the backlog is looked at: one XINFO STREAM and XINFO GROUPS per stream.
 EVENTS_SENSOR_TICK_SECONDS = 30
 UNFINISHED_RUN_STATUSES = [
@@ -222,16 +223,6 @@ UNFINISHED_RUN_STATUSES = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
-
-
-def drain_backlog_threshold() -> int:
-    """EVENTS_DRAIN_BACKLOG, default 10,000: this many waiting events start a drain at once."""
-    return positive_int("EVENTS_DRAIN_BACKLOG", DEFAULT_DRAIN_BACKLOG)
-
-
-def drain_interval_seconds() -> int:
-    """EVENTS_DRAIN_INTERVAL_SECONDS, default 300: a drain at least this often while any wait."""
-    return positive_int("EVENTS_DRAIN_INTERVAL_SECONDS", DEFAULT_DRAIN_INTERVAL_SECONDS)
 
 
 @dg.sensor(
@@ -259,15 +250,15 @@ def events_sensor(
         return dg.SkipReason(
             f"Drain run {unfinished[0].run_id} is {unfinished[0].status.value}; waiting for it"
         )
-    keys = event_stream_keys(EventStreams.from_env().shards, redis.prefix)
+    keys = event_stream_keys(current().events.stream_shards, redis.prefix)
     with closing(redis.get_client()) as client:
         waiting = backlog(client, keys)
     last_request = float(context.cursor) if context.cursor else None
     now = time.time()
-    due = last_request is None or now - last_request >= drain_interval_seconds()
+    due = last_request is None or now - last_request >= current().automation.drain_interval_seconds
     latest = context.instance.get_runs(filters=dg.RunsFilter(job_name=events_job.name), limit=1)
     failed = bool(latest) and latest[0].status == dg.DagsterRunStatus.FAILURE
-    if waiting == 0 or not (due or (waiting >= drain_backlog_threshold() and not failed)):
+    if waiting == 0 or not (due or (waiting >= current().automation.drain_backlog and not failed)):
         return dg.SkipReason(
             f"{waiting} events waiting in {len(keys)} streams"
             + ("; the last drain failed, the next waits for the interval" if failed else "")
@@ -319,7 +310,7 @@ def wait_for_future_dated_file(
 
 @dg.sensor(
     job=recommendations_job,
-    minimum_interval_seconds=sensor_interval_seconds(),
+    minimum_interval_seconds=current().automation.sensor_interval_seconds,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Runs the recommendation path when the product catalog (PRODUCTS_PATH) or the order "
@@ -332,6 +323,7 @@ def catalog_files_sensor(
 ) -> dg.RunRequest | dg.SkipReason:
     """Runs the recommendation path when the catalog or the order history changed."""
     paths = {"products": catalog_files.products_path, "orders": catalog_files.orders_path}
+    assets = {"products": products, "orders": orders}
     previous = json.loads(context.cursor) if context.cursor else {}
     fingerprints = {
         name: file_fingerprint(Path(path), previous.get(name)) for name, path in paths.items()
@@ -353,13 +345,19 @@ def catalog_files_sensor(
     context.update_cursor(json.dumps(fingerprints, sort_keys=True))
     if all(previous.get(n, {}).get("sha256") == f["sha256"] for n, f in fingerprints.items()):
         return dg.SkipReason(f"{', '.join(paths.values())} touched but their content is unchanged")
+    if all(
+        f["sha256"] == recorded(context, assets[n], CONTENT_SHA256) for n, f in fingerprints.items()
+    ):
+        return dg.SkipReason(
+            "The latest materializations already loaded this content of both files"
+        )
     digest = short_digest(json.dumps([f["sha256"] for f in fingerprints.values()]))
     return dg.RunRequest(run_key=f"catalog:{digest}", tags={TRIGGER_TAG: context.sensor_name})
 
 
 @dg.sensor(
     job=recommendations_job,
-    minimum_interval_seconds=model_refresh_seconds(),
+    minimum_interval_seconds=current().recommendations.refresh_seconds,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Rebuilds the recommendation model and its Redis lists after events_job landed new "

@@ -10,9 +10,11 @@ JOIN analytics.identities AS identity ON identity.email = lower(trim(contact.ema
 WHERE NOT contact.has_user_id
 GROUP BY contact.id;
 
--- analytics.user_profiles: one row per app user, the identify traits the profile sync sends.
--- Contacts left-joined to income enrichment (income_bracket is null where the vendor had none).
-CREATE OR REPLACE TABLE analytics.user_profiles AS
+-- analytics.profile_users: one row per app user, the users user_profiles holds: live contacts
+-- with an app user id or linked to one by email. Each keeps its contact's columns (the Salesforce
+-- trait source reads them here) and email_key, the email trait sources keyed by email match: the
+-- contact's, or else the one the user last identified with.
+CREATE OR REPLACE TABLE analytics.profile_users AS
 WITH contacts AS (
     SELECT *
     FROM (
@@ -28,23 +30,13 @@ WITH contacts AS (
         PARTITION BY user_id ORDER BY linked_by_email, system_modstamp DESC, id
     ) = 1
 ),
-income AS (
-    SELECT lower(email) AS email_key, income_bracket, enriched_at
-    FROM raw.income_enrichment
-    WHERE email IS NOT NULL
-    -- One email (in any case) several times: the newest enriched_at wins, then the later line
-    -- of the drop (the vendor's last word). income_enrichment counts and logs such conflicts.
-    QUALIFY row_number() OVER (
-        PARTITION BY lower(email) ORDER BY enriched_at DESC NULLS LAST, source_line DESC NULLS LAST
-    ) = 1
+identified AS (
+    SELECT user_id, email
+    FROM analytics.identities
+    QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY last_seen DESC, email) = 1
 )
-SELECT
-    contacts.user_id,
-    contacts.email,
-    contacts.membership_status,
-    income.income_bracket,
-    -- Deterministic (no now()): an unchanged profile keeps its updated_at across rebuilds.
-    greatest(contacts.system_modstamp, CAST(income.enriched_at AS TIMESTAMP)) AS updated_at
+SELECT contacts.*,
+       coalesce(lower(trim(contacts.email)), identified.email) AS email_key
 FROM contacts
-LEFT JOIN income ON lower(trim(contacts.email)) = income.email_key
+LEFT JOIN identified USING (user_id)
 ORDER BY contacts.user_id;

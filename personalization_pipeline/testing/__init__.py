@@ -1,0 +1,2 @@
+"""Support for tests and benchmarks (a local Salesforce-compatible server); not used by the
+pipeline itself."""
