@@ -15,7 +15,9 @@ from assets.sensors import (
     catalog_files_sensor,
     recommendations_after_drain_sensor,
 )
+from assets.sources import CONTENT_SHA256, orders, products
 from personalization_pipeline.resources.catalog import CatalogFilesResource
+from personalization_pipeline.warehouse.income import file_sha256
 from tests.conftest import SAMPLE_DIR
 
 
@@ -77,3 +79,15 @@ def test_the_model_is_rebuilt_once_per_drain_that_landed_events():
     assert tick(recommendations_after_drain_sensor, first.cursor, instance).run_requests == []
     instance.report_runless_asset_event(dg.AssetMaterialization(raw_events.key))
     assert len(tick(recommendations_after_drain_sensor, first.cursor, instance).run_requests) == 1
+
+
+def test_files_the_latest_materializations_loaded_start_no_run(tmp_path: Path):
+    """After the demo (or a Launchpad run) loaded these files, a first `make dev` starts nothing."""
+    files = copied_samples(tmp_path, settle_seconds=0)
+    instance = dg.DagsterInstance.ephemeral()
+    for asset, path in ((products, files.products_path), (orders, files.orders_path)):
+        metadata = {CONTENT_SHA256: file_sha256(Path(path))}
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset.key, metadata=metadata))
+    quiet = tick(catalog_files_sensor, None, instance, catalog_files=files)
+    assert quiet.run_requests == []
+    assert "already loaded" in quiet.skip_message
