@@ -3,11 +3,17 @@ Redis syncs, run as Dagster runs them; what personalize() then reads is what the
 
 from __future__ import annotations
 
+import dagster as dg
 import duckdb
 import orjson
 import pytest
 
-from assets.models import recommended_in_catalog, supported_have_neighbours
+from assets.activation import similar_products
+from assets.models import (
+    product_recommendations,
+    recommended_in_catalog,
+    supported_have_neighbours,
+)
 from personalization_pipeline.definitions import defs
 from personalization_pipeline.events.effects import PURCHASE_FIELD
 from personalization_pipeline.keys import (
@@ -187,3 +193,29 @@ def test_personalize_reads_what_the_sync_wrote(pipeline_resources, redis_client,
     similar = [r for r in result.recommendations if r.source == "similar"]
     assert similar and {r.sku for r in similar} <= neighbours
     assert orjson.loads(result.to_json())["userId"] == user
+
+
+def test_the_syncs_refuse_a_model_whose_blocking_check_failed(pipeline_resources, redis_client):
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs.resolve_job_def("recommendations_job")
+    assert job.execute_in_process(resources=pipeline_resources, instance=instance).success
+    # The latest evaluation of a blocking check on the model failed (a bad build whose syncs
+    # were skipped): a run that syncs without rebuilding must not publish that model.
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey("product_recommendations"),
+            check_name="supported_products_have_neighbours",
+            passed=False,
+        )
+    )
+    # The sync alone, as a run that does not rebuild the model.
+    result = dg.materialize(
+        [product_recommendations, similar_products.asset],
+        selection=[similar_products.asset],
+        resources=pipeline_resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "supported_products_have_neighbours" in str(failure.step_failure_data.error)
