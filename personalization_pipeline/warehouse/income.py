@@ -20,7 +20,7 @@ PAGE_SIZE = 50_000
 CONFLICT_EXAMPLES = 3
 
 # One email (in any case) with different brackets: user_profiles takes the newest enriched_at,
-# then the later line of the drop (the income trait source, assets/traits/income_enrichment.py). Counted here, to be seen.
+# then the later line of the drop (assets/traits/income_enrichment.py). Counted here, to be seen.
 CONFLICTS = """
 SELECT count(*) OVER (), email_key, string_agg(
     'line ' || source_line || ': ' || coalesce(income_bracket, 'null') || ' ('
