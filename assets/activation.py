@@ -54,7 +54,7 @@ catalog = synced_table(
     built_by=product_recommendations,
     owners=OWNERS,
     tags=layer("activation"),
-    description="The catalog in Redis as `product:<sku>` hashes, with each product's price band.",
+    description="The catalog in Redis as `product:{sku}` hashes, with each product's price band.",
 )
 similar_products = synced_table(
     SortedSetSpec(
@@ -70,7 +70,7 @@ similar_products = synced_table(
     built_by=product_recommendations,
     owners=OWNERS,
     tags=layer("activation"),
-    description="Each SKU's nearest neighbours as the sorted set `similar:<sku>`, by similarity.",
+    description="Each SKU's nearest neighbours as the sorted set `similar:{sku}`, by similarity.",
 )
 popular_products = synced_table(
     SortedSetSpec(
@@ -94,7 +94,7 @@ popular_products = synced_table(
     owners=OWNERS,
     tags=layer("activation"),
     description=(
-        "The cold-start lists, `popular` and `popular:<category>`, as sorted sets by distinct "
+        "The cold-start lists, `popular` and `popular:{category}`, as sorted sets by distinct "
         "buyers."
     ),
 )

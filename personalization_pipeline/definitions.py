@@ -1,70 +1,81 @@
-"""The one place where assets, checks, jobs, sensors, schedules and resources meet."""
+"""The one place where assets, checks, jobs, sensors, schedules and resources meet.
 
-from collections.abc import Sequence
+Everything is collected from the modules of the graph package (`assets/`): an asset, check,
+job, sensor, schedule or `SyncedTable` (or a list of them) defined at the top of a module is in
+the definitions, so a new module needs no registration here. `user_profiles` and its sync are
+the exception: they are built from the trait sources (`assets/traits/`).
+"""
+
+from collections.abc import Iterable, Sequence
 from types import ModuleType
 
 import dagster as dg
 
-from assets import (
-    activation,
-    events,
-    jobs,
-    models,
-    schedules,
-    sensors,
-    sources,
-    traits,
-    warehouse,
-)
+import assets
+from assets import activation, traits, warehouse
 from personalization_pipeline.resources.configured import resources_from_settings
 from personalization_pipeline.settings import current
+from personalization_pipeline.synced_tables import SyncedTable
 from personalization_pipeline.traits import discover, expand
 
+# What define_asset_job returns; Dagster does not export its class.
+ASSET_JOB = type(dg.define_asset_job("_", selection=dg.AssetSelection.all()))
+# Checks first: an AssetChecksDefinition is also an AssetsDefinition.
+KINDS = {
+    "asset_checks": dg.AssetChecksDefinition,
+    "assets": dg.AssetsDefinition,
+    "jobs": (dg.JobDefinition, ASSET_JOB),
+    "sensors": dg.SensorDefinition,
+    "schedules": dg.ScheduleDefinition,
+}
 
-def build_definitions(trait_modules: Sequence[ModuleType] = (traits,)) -> dg.Definitions:
-    """The whole graph, with user_profiles assembled from the trait sources in `trait_modules`
-    (packages stand for their modules): assets/traits by default."""
+
+def build_definitions(
+    trait_modules: Sequence[ModuleType] = (traits,), graph: Sequence[ModuleType] = (assets,)
+) -> dg.Definitions:
+    """The definitions in the `graph` modules, with user_profiles assembled from the trait
+    sources in `trait_modules` (packages stand for their modules)."""
     trait_sources = discover(*trait_modules)
     profile_sync = activation.profile_sync(trait_sources)
-    # The trait modules bring their own assets and checks; sources imported by them are the
-    # same objects as in `sources`, which the loader counts once.
-    graph = [sources, events, models, *expand(trait_modules)]
-    recommendation_syncs = activation.RECOMMENDATION_SYNCS
+    built = {
+        "assets": [warehouse.user_profiles_asset(trait_sources), profile_sync.asset],
+        "asset_checks": [profile_sync.readback],
+    }
+    # What the modules define for the default trait sources is replaced by what was built.
+    asset_keys = {definition.key for definition in built["assets"]}
+    check_keys = set(profile_sync.readback.check_keys)
+    found = collect([*expand(graph), *expand(trait_modules)])
+    found["assets"] = [a for a in found["assets"] if asset_keys.isdisjoint(a.keys)]
+    found["asset_checks"] = [
+        c for c in found["asset_checks"] if c.check_keys.isdisjoint(check_keys)
+    ]
     return dg.Definitions(
-        assets=[
-            *dg.load_assets_from_modules(graph),
-            warehouse.user_profiles_asset(trait_sources),
-            profile_sync.asset,
-            *(synced.asset for synced in recommendation_syncs),
-        ],
-        asset_checks=[
-            *dg.load_asset_checks_from_modules([warehouse, *graph]),
-            profile_sync.readback,
-            *(synced.readback for synced in recommendation_syncs),
-        ],
-        jobs=[
-            jobs.warehouse_actions_job,
-            jobs.redis_profiles_job,
-            jobs.events_job,
-            jobs.recommendations_job,
-        ],
-        sensors=[
-            sensors.salesforce_contacts_sensor,
-            sensors.income_enrichment_sensor,
-            sensors.events_sensor,
-            sensors.catalog_files_sensor,
-            sensors.recommendations_after_drain_sensor,
-        ],
-        schedules=[
-            schedules.redis_verify_schedule,
-            schedules.reconcile_schedule,
-            schedules.warehouse_actions_schedule,
-        ],
+        assets=[*found["assets"], *built["assets"]],
+        asset_checks=[*found["asset_checks"], *built["asset_checks"]],
+        jobs=found["jobs"],
+        sensors=found["sensors"],
+        schedules=found["schedules"],
         resources=resources_from_settings(current()),
         # Every step that opens the warehouse is serialized by the `duckdb` pool anyway, so a
         # process per step would only add start-up time (seconds each on a small machine).
         executor=dg.in_process_executor,
     )
+
+
+def collect(modules: Iterable[ModuleType]) -> dict[str, list]:
+    """Each kind of definition found at the top of `modules`, once, in module order."""
+    found: dict[str, list] = {kind: [] for kind in KINDS}
+    seen: set[int] = set()
+    for module in modules:
+        for value in vars(module).values():
+            for item in value if isinstance(value, list) else [value]:
+                parts = [item.asset, item.readback] if isinstance(item, SyncedTable) else [item]
+                for part in parts:
+                    kind = next((k for k, t in KINDS.items() if isinstance(part, t)), None)
+                    if kind and id(part) not in seen:
+                        seen.add(id(part))
+                        found[kind].append(part)
+    return found
 
 
 defs = build_definitions()

@@ -107,3 +107,21 @@ def test_the_second_table_syncs_reads_back_and_is_gated_by_its_source_checks(
         failure.step_failure_data.user_failure_data.description
     )
     assert redis_client.hgetall("churn:U2") == {"churn_score": "0.9"}
+
+
+def test_a_synced_table_in_a_module_of_the_graph_needs_no_registration():
+    """This module, added to the graph, brings its asset, check and synced table as they are."""
+    import sys
+
+    import assets
+    from personalization_pipeline.definitions import build_definitions
+
+    definitions = build_definitions(graph=(assets, sys.modules[__name__]))
+    graph = definitions.resolve_asset_graph()
+    keys = graph.get_all_asset_keys()
+    assert {churn_scores.key, churn.asset.key, dg.AssetKey("redis_user_profiles")} <= keys
+    assert dg.AssetCheckKey(churn.asset.key, "readback") in graph.asset_check_keys
+    assert dg.AssetCheckKey(churn_scores.key, "score_is_a_probability") in graph.asset_check_keys
+    assert graph.get(churn.asset.key).freshness_policy == REDIS_FRESHNESS
+    # The rest of the graph is all there too, once.
+    assert len(keys) == len(build_definitions().resolve_asset_graph().get_all_asset_keys()) + 2
