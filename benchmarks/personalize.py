@@ -5,10 +5,16 @@ popular lists and 100,000 users: 80% with five recent purchases and a purchase l
 memberships and income brackets. Then, in one run:
 
 1. in process: personalize() (two pipelined round trips) and the same logic reading one key
-   per call, in sequence (the naive baseline), each called for the same random users;
-2. over HTTP: GET /v1/personalize on the serve app (granian, 2 workers) at a fixed
-   ~1,000 requests/s from 20 keep-alive connections, latency measured from each request's
-   scheduled time (so a stalled server is not hidden), beside GET /health at the same rate.
+   per call, in sequence (the naive baseline), interleaved for the same random users after a
+   warm-up; wall time and this thread's CPU time per call;
+2. over HTTP: GET /v1/personalize on the serve app (granian, 2 workers) at a fixed rate from
+   20 keep-alive connections (uvloop), after a warm-up of every worker; latency measured from
+   each request's scheduled time (so a stalled server is not hidden), beside GET /health at
+   the same rate; CPU per request of the server, Redis and the load generator.
+
+p50/p99 are the 50th/99th of 100 quantiles of all samples (statistics.quantiles, inclusive).
+The machine is shared: each phase prints the load average and how many cores other processes
+used meanwhile, and the CPU figures say what the code costs whatever the load.
 
     .venv/bin/python benchmarks/personalize.py [--calls 20000] [--seconds 10] [--rate 1000]
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
 import os
 import random
 import statistics
@@ -25,16 +32,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import redis
+import uvloop
 
 # This checkout's code, here and in the server, before any installed copy of the package.
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from harness import free_port, start_redis  # noqa: E402
-from ingest import server_command, wait_for_port  # noqa: E402
+from ingest import server_command, tree_cpu, wait_for_port  # noqa: E402
 
 from personalization_pipeline.events.effects import PURCHASE_FIELD  # noqa: E402
 from personalization_pipeline.keys import (  # noqa: E402
@@ -93,23 +104,70 @@ def naive(client: redis.Redis, user_id: str) -> serving.Personalization:
             return done.value
 
 
-def percentiles(samples: list[float]) -> tuple[float, float]:
+def ms(samples: list[float]) -> tuple[float, float]:
+    """(p50, p99) of seconds, in milliseconds."""
     cuts = statistics.quantiles(samples, n=100, method="inclusive")
     return cuts[49] * 1000, cuts[98] * 1000
 
 
-def in_process(client: redis.Redis, calls: int, rng: random.Random) -> dict[str, list[float]]:
-    users = [f"U{rng.randrange(USERS)}" for _ in range(calls)]
-    timings: dict[str, list[float]] = {"personalize": [], "naive": []}
-    for user in users:  # interleaved, so both see the same load on a shared machine
-        for name, call in (("personalize", serving.personalize), ("naive", naive)):
-            started = time.perf_counter()
+@contextmanager
+def phase(pids: list[int]) -> Iterator[dict[str, float]]:
+    """What the machine did meanwhile: load average, CPU seconds of ``pids`` (and their
+    children), of this process and of every other process; filled in on exit."""
+    usage: dict[str, float] = {}
+    started = time.perf_counter(), psutil.cpu_times(), [tree_cpu(pid) for pid in pids]
+    own = time.process_time()
+    yield usage
+    seconds = time.perf_counter() - started[0]
+    machine = psutil.cpu_times()
+    busy = sum(machine) - machine.idle - machine.iowait
+    busy -= sum(started[1]) - started[1].idle - started[1].iowait
+    ours = [tree_cpu(pid) - before for pid, before in zip(pids, started[2], strict=True)]
+    usage |= {"seconds": seconds, "load": os.getloadavg()[0], "own": time.process_time() - own}
+    usage |= {"pids": ours, "others": max(0.0, busy - usage["own"] - sum(ours))}
+
+
+def describe(usage: dict[str, float]) -> str:
+    cores = usage["others"] / usage["seconds"]
+    return (
+        f"load average {usage['load']:.1f}; other processes used {cores:.2f} of "
+        f"{os.cpu_count()} cores meanwhile"
+    )
+
+
+def in_process(client: redis.Redis, calls: int, rng: random.Random) -> dict[str, dict]:
+    arms: dict[str, Callable] = {"personalize": serving.personalize, "naive": naive}
+    for _ in range(1000):  # warm-up: connections, decoded members, the interpreter's caches
+        user = f"U{rng.randrange(USERS)}"
+        for call in arms.values():
             call(client, user)
-            timings[name].append(time.perf_counter() - started)
-    return timings
+    users = [f"U{rng.randrange(USERS)}" for _ in range(calls)]
+    wall: dict[str, list[float]] = {name: [] for name in arms}
+    cpu: dict[str, list[float]] = {name: [] for name in arms}
+    pauses: list[float] = []
+
+    def collected(stage: str, _info: dict) -> None:
+        if stage == "start":
+            pauses.append(time.perf_counter())
+        else:
+            pauses[-1] = time.perf_counter() - pauses[-1]
+
+    gc.callbacks.append(collected)
+    try:
+        for user in users:  # interleaved, so both see the same load on a shared machine
+            for name, call in arms.items():
+                started, used = time.perf_counter(), time.thread_time()
+                call(client, user)
+                cpu[name].append(time.thread_time() - used)
+                wall[name].append(time.perf_counter() - started)
+    finally:
+        gc.callbacks.remove(collected)
+    return {"wall": wall, "cpu": cpu, "pauses": pauses}
 
 
-async def http_load(port: int, path_for, rate: float, seconds: float, connections: int = 20):
+async def http_load(
+    port: int, path_for: Callable[[], str], rate: float, seconds: float, connections: int = 20
+) -> tuple[list[float], int]:
     auth = base64.b64encode(f"{READ_KEY}:".encode()).decode()
     latencies: list[float] = []
     failures = 0
@@ -154,24 +212,36 @@ def main() -> None:
             load(client, rng)
             print(
                 f"loaded {USERS:,} users, {SKUS:,} SKUs x {NEIGHBOURS} neighbours in "
-                f"{time.perf_counter() - started:.1f} s; {os.cpu_count()} CPUs, load average "
-                f"{os.getloadavg()[0]:.1f}"
+                f"{time.perf_counter() - started:.1f} s; {os.cpu_count()} CPUs"
             )
-            timings = in_process(client, args.calls, rng)
-            (p50, p99), (n50, n99) = (percentiles(timings[k]) for k in ("personalize", "naive"))
-            print(
-                f"in process, {args.calls:,} calls each:\n"
-                f"  personalize() (2 round trips)        p50 {p50:.3f} ms  p99 {p99:.3f} ms\n"
-                f"  naive (one call per key, in sequence) p50 {n50:.3f} ms  p99 {n99:.3f} ms\n"
-                f"  naive / personalize: p50 {n50 / p50:.2f}x, p99 {n99 / p99:.2f}x"
-            )
-            http(port, args, rng)
+            with phase([store.pid]) as usage:
+                measured = in_process(client, args.calls, rng)
+            report_in_process(measured, args.calls, usage)
+            http(port, store.pid, args, rng)
         finally:
             store.terminate()
             store.wait(10)
 
 
-def http(redis_port: int, args: argparse.Namespace, rng: random.Random) -> None:
+def report_in_process(measured: dict, calls: int, usage: dict[str, float]) -> None:
+    (p50, p99), (n50, n99) = (ms(measured["wall"][k]) for k in ("personalize", "naive"))
+    (c50, c99), (d50, d99) = (ms(measured["cpu"][k]) for k in ("personalize", "naive"))
+    pauses = measured["pauses"]
+    print(
+        f"in process, {calls:,} calls each ({describe(usage)}):\n"
+        f"  {'':<38} wall p50   wall p99 | CPU p50   CPU p99\n"
+        f"  {'personalize() (2 round trips)':<38} {p50:5.3f} ms {p99:7.3f} ms | "
+        f"{c50:5.3f} ms {c99:6.3f} ms\n"
+        f"  {'naive (one call per key, in sequence)':<38} {n50:5.3f} ms {n99:7.3f} ms | "
+        f"{d50:5.3f} ms {d99:6.3f} ms\n"
+        f"  naive / personalize: wall p50 {n50 / p50:.2f}x, p99 {n99 / p99:.2f}x; "
+        f"CPU p50 {d50 / c50:.2f}x\n"
+        f"  garbage collections meanwhile: {len(pauses)}, longest "
+        f"{max(pauses, default=0.0) * 1000:.2f} ms"
+    )
+
+
+def http(redis_port: int, redis_pid: int, args: argparse.Namespace, rng: random.Random) -> None:
     port = free_port()
     env = {
         **os.environ,
@@ -185,22 +255,36 @@ def http(redis_port: int, args: argparse.Namespace, rng: random.Random) -> None:
     try:
         wait_for_port(port, server)
         time.sleep(1.0)
-        print(f"over HTTP (granian, 2 workers), {args.rate:,.0f} requests/s for {args.seconds} s:")
+
+        def personalized() -> str:
+            return f"/v1/personalize/U{rng.randrange(USERS)}"
+
+        # Warm-up: every worker imported, connected to Redis, its members decoded. Without it
+        # the first second's stalls alone are more than 1% of the samples.
+        uvloop.run(http_load(port, personalized, args.rate, 3.0))
+        print(
+            f"over HTTP (granian, 2 workers), {args.rate:,.0f} requests/s for {args.seconds} s "
+            "after a 3 s warm-up:"
+        )
         runs = {}
         for label, path_for in (
             ("GET /health (PING; baseline)", lambda: "/health"),
-            ("GET /v1/personalize/{userId}", lambda: f"/v1/personalize/U{rng.randrange(USERS)}"),
+            ("GET /v1/personalize/{userId}", personalized),
         ):
-            latencies, failures = asyncio.run(http_load(port, path_for, args.rate, args.seconds))
-            p50, p99 = percentiles(latencies)
-            achieved = len(latencies) / args.seconds
+            with phase([server.pid, redis_pid]) as usage:
+                latencies, failures = uvloop.run(http_load(port, path_for, args.rate, args.seconds))
+            p50, p99 = ms(latencies)
+            served = max(len(latencies), 1)
+            per = [seconds * 1e6 / served for seconds in (*usage["pids"], usage["own"])]
             print(
-                f"  {label:<34} {achieved:7,.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
-                f"  non-200: {failures}"
+                f"  {label:<30} {len(latencies) / args.seconds:6,.0f} req/s  p50 {p50:6.2f} ms"
+                f"  p99 {p99:7.2f} ms  non-200: {failures}\n"
+                f"  {'':<30} CPU per request: server {per[0]:.0f} us, Redis {per[1]:.0f} us, "
+                f"load generator {per[2]:.0f} us; {describe(usage)}"
             )
-            runs[label] = p99
-        health, personal = runs.values()
-        print(f"  personalize / health p99 = {personal / health:.2f}")
+            runs[label] = (p50, p99)
+        (h50, h99), (p50, p99) = runs.values()
+        print(f"  personalize / health: p50 {p50 / h50:.2f}x, p99 {p99 / h99:.2f}x")
     finally:
         server.terminate()
         server.wait(15)

@@ -12,7 +12,13 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from personalization_pipeline.events.effects import PURCHASE_FIELD
-from personalization_pipeline.keys import purchases_key, similar_key, user_key
+from personalization_pipeline.keys import (
+    popular_key,
+    product_member,
+    purchases_key,
+    similar_key,
+    user_key,
+)
 from personalization_pipeline.serving.personalize import personalize
 from tests.model_in_redis import model_to_redis
 
@@ -233,3 +239,47 @@ def test_bytes_replies_read_the_same(store, redis_url):
         assert personalize(raw, "expired") == personalize(store, "expired")
     finally:
         raw.close()
+
+
+def test_a_changed_product_is_read_anew_and_the_decoded_members_stay_bounded(store, monkeypatch):
+    # personalize() keeps decoded members between requests; a catalog change writes new
+    # members, which must be read as they are now, and a full store starts again.
+    from personalization_pipeline.serving import personalize as serving
+
+    monkeypatch.setattr(serving, "MEMBERS_KEPT", 3)
+    assert ranked(personalize(store, "expired"))[0] == ("P1", 1.125, "similar")
+    # P1 becomes member-only among the neighbours: hidden there; the popular list, unchanged,
+    # still offers it (80 / 100 x1.25 for band 2), after P5.
+    for key in (similar_key("A"), similar_key("B")):
+        old = product_member("P1", "outdoor", 2, False)
+        score = store.zscore(key, old)
+        store.zrem(key, old)
+        store.zadd(key, {product_member("P1", "outdoor", 2, True): score})
+    assert ranked(personalize(store, "expired")) == [
+        ("P3", 0.384, "similar"),
+        ("P2", 0.3, "similar"),
+        ("P4", 0.16, "similar"),
+        ("P5", 1.25, "popular"),
+        ("P1", 1.0, "popular"),
+    ]
+    assert len(serving._decoded) <= 3
+
+
+def test_equal_scores_rank_by_sku_and_the_limit_keeps_the_best(redis_client):
+    # Two popular products with the same buyers: the SKU decides, before the limit cuts (Redis
+    # lists Z1 first: equal scores come in reverse member order).
+    redis_client.zadd(
+        popular_key("garden"),
+        {
+            product_member("Z1", "garden", 3, False): 10,
+            product_member("Y1", "garden", 3, False): 10,
+            product_member("X1", "garden", 3, False): 5,
+        },
+    )
+    assert ranked(personalize(redis_client, "nobody", limit=2, category="garden")) == [
+        ("Y1", 1.0, "popular"),
+        ("Z1", 1.0, "popular"),
+    ]
+    assert ranked(personalize(redis_client, "nobody", limit=1, category="garden")) == [
+        ("Y1", 1.0, "popular")
+    ]

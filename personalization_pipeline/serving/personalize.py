@@ -41,6 +41,12 @@ Plan = Generator[list[Read], list[Any], "Personalization"]
 
 RECENT_FIELDS = [f"{PURCHASE_FIELD}{n}" for n in range(1, PURCHASES_SHOWN + 1)]
 
+# The similar and popular lists hold one catalog's members over and over: each is decoded once
+# per process, not once per request (a member is immutable: a changed product is a new member).
+# A plain dict, emptied when full: an lru_cache lookup cost almost as much as the decoding.
+MEMBERS_KEPT = 100_000
+_decoded: dict[str | bytes, ProductMember] = {}
+
 
 @dataclass(frozen=True)
 class Recommendation:
@@ -142,7 +148,7 @@ def _plan(user_id: str, limit: int, prefix: str, category: str | None) -> Plan:
     ranking = _Ranking(profile, {*recent, *_logged_skus(logged, user_id)}, category)
     chosen = ranking.similar(recent, neighbours, limit)
     if len(chosen) < limit:
-        chosen += ranking.popular(popular, {r.sku for r in chosen})[: limit - len(chosen)]
+        chosen += ranking.popular(popular, {r.sku for r in chosen}, limit - len(chosen))
     return Personalization(
         user_id=user_id,
         known_user=bool(profile),
@@ -152,77 +158,110 @@ def _plan(user_id: str, limit: int, prefix: str, category: str | None) -> Plan:
 
 
 class _Ranking:
-    """The rules of serving/rules.py applied to one user's candidates."""
+    """The rules of serving/rules.py applied to one user's candidates.
+
+    Every candidate is scored, but reasons are written only for what is returned: about a
+    hundred candidates compete for ten places.
+    """
 
     def __init__(self, profile: dict[str, str], bought: set[str], category: str | None) -> None:
         self.member = rules.is_member(profile.get("membership_status"))
         self.level = rules.income_level(profile.get("income_bracket"))
         self.bought = bought
         self.category = category
+        # (member_only, price_band) -> (multiplier, why): a user meets only a few such pairs.
+        self._adjustments: dict[tuple[bool, int], tuple[float, tuple[str, ...]]] = {}
 
-    def _adjust(self, product: ProductMember) -> tuple[float, list[str]] | None:
-        """The product's multiplier and why, or None when it must not be shown."""
+    def _factor(self, product: ProductMember) -> float | None:
+        """The product's multiplier, or None when it must not be shown."""
         if product.sku in self.bought or (product.member_only and not self.member):
             return None
         if self.category is not None and product.category != self.category:
             return None
+        pair = (product.member_only, product.price_band)
+        adjustment = self._adjustments.get(pair)
+        if adjustment is None:
+            adjustment = self._adjustments[pair] = self._adjustment(*pair)
+        return adjustment[0]
+
+    def _why(self, product: ProductMember) -> tuple[str, ...]:
+        """The reasons of the multiplier of a product _factor() was asked about."""
+        return self._adjustments[product.member_only, product.price_band][1]
+
+    def _adjustment(self, member_only: bool, price_band: int) -> tuple[float, tuple[str, ...]]:
         factor, why = 1.0, []
-        if product.member_only:
+        if member_only:
             factor *= rules.MEMBER_ONLY_BOOST
             why.append(f"member-only, boosted for loyalty members (x{rules.MEMBER_ONLY_BOOST})")
         if self.level is not None:
-            fit = rules.price_fit(self.level, product.price_band)
+            fit = rules.price_fit(self.level, price_band)
             if fit != 1.0:
                 factor *= fit
                 verdict = "suits" if fit > 1 else "is far from"
-                why.append(
-                    f"price band {product.price_band} {verdict} income level_{self.level} (x{fit})"
-                )
-        return factor, why
+                why.append(f"price band {price_band} {verdict} income level_{self.level} (x{fit})")
+        return factor, tuple(why)
 
     def similar(
         self, recent: list[str], neighbour_lists: list[list], limit: int
     ) -> list[Recommendation]:
-        """The best ``limit`` neighbours; reasons are written for those only (the cost)."""
+        """The best ``limit`` neighbours of the recent purchases."""
         scores: dict[str, float] = {}
-        because: dict[str, list[tuple[float, int, float]]] = {}
         products: dict[str, ProductMember] = {}
         for position, neighbours in enumerate(neighbour_lists):
             weight = rules.RECENCY_WEIGHTS[position]
             for member, similarity in neighbours:
-                product = ProductMember.parse(member)
+                product = _product(member)
                 products[product.sku] = product
                 scores[product.sku] = scores.get(product.sku, 0.0) + weight * similarity
-                because.setdefault(product.sku, []).append(
-                    (weight * similarity, position, similarity)
-                )
         ranked = []
         for sku, score in scores.items():
-            adjusted = self._adjust(products[sku])
-            if adjusted is not None:
-                ranked.append((-round(score * adjusted[0], 6), sku, adjusted[1]))
-        found = []
-        for score, sku, why in sorted(ranked)[:limit]:
+            factor = self._factor(products[sku])
+            if factor is not None:
+                ranked.append((-round(score * factor, 6), sku))
+        best = sorted(ranked)[:limit]
+        because: dict[str, list[tuple[float, int, float]]] = {sku: [] for _, sku in best}
+        for position, neighbours in enumerate(neighbour_lists):
+            weight = rules.RECENCY_WEIGHTS[position]
+            for member, similarity in neighbours:
+                found = because.get(_product(member).sku)
+                if found is not None:
+                    found.append((weight * similarity, position, similarity))
+        chosen = []
+        for score, sku in best:
             reasons = [
                 f"similar to {recent[position]}, your purchase #{position + 1} "
                 f"(similarity {similarity:.2f} x recency {rules.RECENCY_WEIGHTS[position]})"
                 for _, position, similarity in sorted(because[sku], key=lambda c: -c[0])
             ]
-            found.append(_recommend(products[sku], -score, "similar", reasons + why))
-        return found
+            product = products[sku]
+            chosen.append(_recommend(product, -score, "similar", [*reasons, *self._why(product)]))
+        return chosen
 
-    def popular(self, popular: list, taken: set[str]) -> list[Recommendation]:
+    def popular(self, popular: list, taken: set[str], count: int) -> list[Recommendation]:
+        """The best ``count`` of a popular list, leaving out ``taken``."""
         top = popular[0][1] if popular else 1.0
         where = f"popular in {self.category}" if self.category else "popular overall"
-        found = []
+        ranked = []
         for rank, (member, buyers) in enumerate(popular, start=1):
-            product = ProductMember.parse(member)
-            adjusted = None if product.sku in taken else self._adjust(product)
-            if adjusted is not None:
-                factor, why = adjusted
-                reason = f"{where} (#{rank}, {buyers:.0f} buyers)"
-                found.append(_recommend(product, buyers / top * factor, "popular", [reason, *why]))
-        return _ranked(found)
+            product = _product(member)
+            factor = None if product.sku in taken else self._factor(product)
+            if factor is not None:
+                score = round(buyers / top * factor, 6)
+                ranked.append((-score, product.sku, rank, product, buyers))
+        chosen = []
+        for score, _, rank, product, buyers in sorted(ranked)[:count]:
+            reason = f"{where} (#{rank}, {buyers:.0f} buyers)"
+            chosen.append(_recommend(product, -score, "popular", [reason, *self._why(product)]))
+        return chosen
+
+
+def _product(member: str | bytes) -> ProductMember:
+    product = _decoded.get(member)
+    if product is None:
+        if len(_decoded) >= MEMBERS_KEPT:
+            _decoded.clear()
+        product = _decoded[member] = ProductMember.parse(member)
+    return product
 
 
 def _recommend(product: ProductMember, score: float, source: str, reasons: list[str]):
@@ -235,10 +274,6 @@ def _recommend(product: ProductMember, score: float, source: str, reasons: list[
         source=source,
         reasons=tuple(reasons),
     )
-
-
-def _ranked(found: list[Recommendation]) -> list[Recommendation]:
-    return sorted(found, key=lambda r: (-r.score, r.sku))
 
 
 def _logged_skus(logged: bytes | str | None, user_id: str) -> list[str]:
