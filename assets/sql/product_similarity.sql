@@ -15,36 +15,48 @@
 -- Neighbours must be in the catalog (they carry its category, price band and member_only
 -- into Redis for the read path's rules); a SKU no longer sold still gets neighbours, since a
 -- user who bought it is still a reason to recommend them. Ties: more co-buyers, then SKU.
+--
+-- Cost: co-buyers are symmetric, so each pair is counted once (lower sku_id first) on integer
+-- ids and mirrored only after the minimum support has dropped most pairs; buyer counts,
+-- catalog columns and SKU strings are joined to the few rows that survive.
 CREATE OR REPLACE TABLE analytics.product_similarity AS
 WITH pairs AS (
-    SELECT a.sku, b.sku AS neighbour_sku, count(*) AS co_buyers
+    SELECT a.sku_id AS low_id, b.sku_id AS high_id, count(*) AS co_buyers
     FROM buyer_items AS a
-    JOIN buyer_items AS b ON a.buyer = b.buyer AND a.sku <> b.sku
-    WHERE b.sku IN (SELECT sku FROM analytics.product_catalog)
-    GROUP BY a.sku, b.sku
+    JOIN buyer_items AS b ON a.buyer_id = b.buyer_id AND a.sku_id < b.sku_id
+    GROUP BY a.sku_id, b.sku_id
     HAVING count(*) >= getvariable('min_co_buyers')
+),
+both_ways AS (
+    SELECT low_id AS sku_id, high_id AS neighbour_id, co_buyers FROM pairs
+    UNION ALL
+    SELECT high_id, low_id, co_buyers FROM pairs
 ),
 -- Rounded so that pairs equal in exact arithmetic tie (and fall to the tie-breaks) whatever
 -- the floating point noise.
-scored AS (
-    SELECT pairs.*,
-           round(pairs.co_buyers / sqrt(anchor.buyers * neighbour.buyers), 9) AS similarity
-    FROM pairs
-    JOIN item_buyers AS anchor ON anchor.sku = pairs.sku
-    JOIN item_buyers AS neighbour ON neighbour.sku = pairs.neighbour_sku
+top AS (
+    SELECT both_ways.*,
+           round(both_ways.co_buyers / sqrt(anchor.buyers * neighbour.buyers), 9) AS similarity,
+           CAST(row_number() OVER (
+               PARTITION BY both_ways.sku_id
+               ORDER BY similarity DESC, both_ways.co_buyers DESC, both_ways.neighbour_id
+           ) AS INTEGER) AS rank
+    FROM both_ways
+    JOIN item_buyers AS anchor ON anchor.sku_id = both_ways.sku_id
+    JOIN item_buyers AS neighbour ON neighbour.sku_id = both_ways.neighbour_id
+    WHERE neighbour.in_catalog
+    QUALIFY rank <= getvariable('top_k')
 )
-SELECT scored.sku,
-       CAST(row_number() OVER (
-           PARTITION BY scored.sku
-           ORDER BY scored.similarity DESC, scored.co_buyers DESC, scored.neighbour_sku
-       ) AS INTEGER) AS rank,
-       scored.neighbour_sku,
-       scored.similarity,
-       scored.co_buyers,
+SELECT anchor.sku,
+       top.rank,
+       neighbour.sku AS neighbour_sku,
+       top.similarity,
+       top.co_buyers,
        catalog.category,
        catalog.price_band,
        catalog.member_only
-FROM scored
-JOIN analytics.product_catalog AS catalog ON catalog.sku = scored.neighbour_sku
-QUALIFY rank <= getvariable('top_k')
-ORDER BY scored.sku, rank;
+FROM top
+JOIN skus AS anchor ON anchor.sku_id = top.sku_id
+JOIN skus AS neighbour ON neighbour.sku_id = top.neighbour_id
+JOIN analytics.product_catalog AS catalog ON catalog.sku = neighbour.sku
+ORDER BY anchor.sku, top.rank;

@@ -41,6 +41,19 @@ UNION ALL
 SELECT 'order:' || order_id, user_id, sku, ordered_at
 FROM raw.orders;
 
+-- Integer surrogates for the purchased SKUs and the buyers: the self-join in
+-- product_similarity.sql hashes, compares and groups tens of millions of pairs, which costs
+-- several times more on strings. sku_id follows the SKU's own order, so a tie broken by
+-- sku_id is broken by SKU; in_catalog says whether the SKU may be recommended.
+CREATE OR REPLACE TEMP TABLE skus AS
+SELECT sku, CAST(row_number() OVER (ORDER BY sku) AS INTEGER) AS sku_id,
+       sku IN (SELECT sku FROM analytics.product_catalog) AS in_catalog
+FROM (SELECT DISTINCT sku FROM purchase_lines);
+
+CREATE OR REPLACE TEMP TABLE buyers AS
+SELECT buyer, CAST(row_number() OVER () AS INTEGER) AS buyer_id
+FROM (SELECT DISTINCT buyer FROM purchase_lines);
+
 -- The guards on the self-join below. An order with more than max_items_per_order distinct
 -- SKUs (a wholesale or test order) says little about taste and is left out; each buyer keeps
 -- only their max_items_per_user most recently bought SKUs. A buyer then adds at most
@@ -48,15 +61,22 @@ FROM raw.orders;
 CREATE OR REPLACE TEMP TABLE order_sizes AS
 SELECT order_id, count(DISTINCT sku) AS skus FROM purchase_lines GROUP BY order_id;
 
+-- distinct_skus (before the per-buyer cap) is kept to count the buyers the cap cut short.
 CREATE OR REPLACE TEMP TABLE buyer_items AS
-SELECT line.buyer, line.sku, max(line.ordered_at) AS last_bought
+SELECT buyers.buyer_id, skus.sku_id, max(line.ordered_at) AS last_bought,
+       count(*) OVER (PARTITION BY buyers.buyer_id) AS distinct_skus
 FROM purchase_lines AS line
 JOIN order_sizes USING (order_id)
+JOIN skus USING (sku)
+JOIN buyers USING (buyer)
 WHERE order_sizes.skus <= getvariable('max_items_per_order')
-GROUP BY line.buyer, line.sku
+GROUP BY buyers.buyer_id, skus.sku_id
 QUALIFY row_number() OVER (
-    PARTITION BY line.buyer ORDER BY max(line.ordered_at) DESC, line.sku
+    PARTITION BY buyers.buyer_id ORDER BY max(line.ordered_at) DESC, skus.sku_id
 ) <= getvariable('max_items_per_user');
 
 CREATE OR REPLACE TEMP TABLE item_buyers AS
-SELECT sku, count(*) AS buyers FROM buyer_items GROUP BY sku;
+SELECT skus.sku, skus.sku_id, skus.in_catalog, count(*) AS buyers
+FROM buyer_items
+JOIN skus USING (sku_id)
+GROUP BY ALL;

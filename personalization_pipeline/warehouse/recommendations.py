@@ -62,11 +62,8 @@ def build_recommendations(
             SELECT (SELECT count(*) FROM purchase_lines),
                    (SELECT count(*) FROM order_sizes
                     WHERE skus > getvariable('max_items_per_order')),
-                   (SELECT count(*) FROM (
-                       SELECT buyer FROM purchase_lines JOIN order_sizes USING (order_id)
-                       WHERE skus <= getvariable('max_items_per_order')
-                       GROUP BY buyer
-                       HAVING count(DISTINCT sku) > getvariable('max_items_per_user'))),
+                   (SELECT count(DISTINCT buyer_id) FROM buyer_items
+                    WHERE distinct_skus > getvariable('max_items_per_user')),
                    (SELECT count(DISTINCT sku) FROM analytics.product_similarity),
                    (SELECT count(*) FROM analytics.product_similarity),
                    (SELECT count(*) FROM analytics.popular_products)
