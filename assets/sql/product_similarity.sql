@@ -59,4 +59,4 @@ FROM top
 JOIN skus AS anchor ON anchor.sku_id = top.sku_id
 JOIN skus AS neighbour ON neighbour.sku_id = top.neighbour_id
 JOIN analytics.product_catalog AS catalog ON catalog.sku = neighbour.sku
-ORDER BY anchor.sku, top.rank;
+ORDER BY top.sku_id, top.rank;

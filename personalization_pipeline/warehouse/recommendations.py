@@ -60,8 +60,7 @@ def build_recommendations(
         counts = connection.execute(
             """
             SELECT (SELECT count(*) FROM purchase_lines),
-                   (SELECT count(*) FROM order_sizes
-                    WHERE skus > getvariable('max_items_per_order')),
+                   (SELECT count(*) FROM orders_over_cap),
                    (SELECT count(DISTINCT buyer_id) FROM buyer_items
                     WHERE distinct_skus > getvariable('max_items_per_user')),
                    (SELECT count(DISTINCT sku) FROM analytics.product_similarity),
