@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import datetime, timedelta
 from math import sqrt
 from pathlib import Path
@@ -186,3 +187,72 @@ def test_the_bundled_sample_builds_a_model_of_catalog_products(connection):
         FROM analytics.product_similarity
         """
     ).fetchone() == (20, 0, True)
+
+
+def reference_neighbours(
+    orders: list[tuple[str, str, str, datetime]], catalog: set[str], settings: ModelSettings
+) -> dict[str, list[tuple]]:
+    """The model computed the plain way, pair by pair in Python, to hold the SQL to."""
+    order_skus: dict[str, set[str]] = {}
+    for order, _, sku, _ in orders:
+        order_skus.setdefault(order, set()).add(sku)
+    last_bought: dict[str, dict[str, datetime]] = {}
+    for order, buyer, sku, at in orders:
+        if len(order_skus[order]) <= settings.max_items_per_order:
+            bought = last_bought.setdefault(buyer, {})
+            bought[sku] = max(at, bought.get(sku, at))
+    baskets = [
+        sorted(bought, key=lambda sku: (-bought[sku].timestamp(), sku))[
+            : settings.max_items_per_user
+        ]
+        for bought in last_bought.values()
+    ]
+    buyers: dict[str, int] = {}
+    co_buyers: dict[tuple[str, str], int] = {}
+    for basket in baskets:
+        for sku in basket:
+            buyers[sku] = buyers.get(sku, 0) + 1
+            for other in basket:
+                if other != sku:
+                    co_buyers[sku, other] = co_buyers.get((sku, other), 0) + 1
+    scored: dict[str, list[tuple]] = {}
+    for (sku, other), count in co_buyers.items():
+        if count >= settings.min_co_buyers and other in catalog:
+            similarity = round(count / sqrt(buyers[sku] * buyers[other]), 9)
+            scored.setdefault(sku, []).append((-similarity, -count, other))
+    return {
+        sku: [
+            (rank, other, round(-similarity, 6), -count)
+            for rank, (similarity, count, other) in enumerate(sorted(found)[: settings.top_k], 1)
+        ]
+        for sku, found in scored.items()
+    }
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_model_matches_a_plain_pair_by_pair_computation_on_random_baskets(connection, seed):
+    # Few SKUs, buyers and days, so pairs, caps and similarity ties all happen; SKUs S10-S13
+    # are sold out of the catalog. Orders of up to 6 lines (a SKU may repeat) against a cap
+    # of 4 SKUs, buyers of up to 12 SKUs against a cap of 6.
+    rng = random.Random(seed)
+    skus = [f"S{i:02d}" for i in range(14)]
+    catalog = set(skus[:10])
+    orders = [
+        (f"O{order}", f"u{buyer}", rng.choice(skus), T0 + timedelta(days=day))
+        for order in range(120)
+        for buyer, day in [(rng.randrange(25), rng.randrange(4))]
+        for _ in range(rng.randint(1, 6))
+    ]
+    ensure_schema(connection)
+    connection.executemany(
+        "INSERT INTO raw.products VALUES (?, ?, 'c', 1, false, 'test', now(), 0)",
+        [(sku, sku) for sku in sorted(catalog)],
+    )
+    connection.executemany("INSERT INTO raw.orders VALUES (?, ?, ?, ?, 'test', now(), 0)", orders)
+    settings = ModelSettings(top_k=3, min_co_buyers=2, max_items_per_order=4, max_items_per_user=6)
+    build = build_recommendations(connection, SQL_DIR, settings)
+    expected = reference_neighbours(orders, catalog, settings)
+    # Rich enough to test something: both caps cut, and some lists are cut at top_k.
+    assert build.orders_over_cap > 0 and build.buyers_over_cap > 0
+    assert sum(len(found) == settings.top_k for found in expected.values()) >= 3
+    assert neighbours(connection) == expected
