@@ -98,8 +98,9 @@ def measure(path: Path, capped: bool) -> tuple[float, float, int, int, float]:
     """Build time, the child's CPU seconds, what it made and its own peak RSS in MiB.
 
     os.wait4 gives this child's rusage alone (RUSAGE_CHILDREN is the maximum over all
-    children so far, which would hide a smaller second peak). CPU seconds tell more than wall
-    time on a shared machine: they hardly change with the load."""
+    children so far, which would hide a smaller second peak). The CPU seconds are the whole
+    child's (start-up included); on a shared machine they move less with the load than the
+    wall time does, though contention still inflates them (10-16 s for the same build here)."""
     with tempfile.TemporaryFile("w+") as errors:
         child = subprocess.Popen(
             [sys.executable, __file__, "--build", str(path), *([] if capped else ["--uncapped"])],
