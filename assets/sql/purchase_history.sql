@@ -1,16 +1,6 @@
--- What the recommendation model learns from and recommends. Run by
--- personalization_pipeline/warehouse/recommendations.py, which sets the variables read with
--- getvariable(): purchase_events, max_items_per_order, max_items_per_user, price_bands.
-
--- analytics.product_catalog: the catalog with each product's price band, 1 (cheapest) to
--- price_bands, by price rank within its category (a cheap TV still costs more than a dear
--- sock). Equal prices share a band; a category of n products spreads over min(n, bands).
-CREATE OR REPLACE TABLE analytics.product_catalog AS
-SELECT sku, name, category, price, member_only,
-       CAST(ceil(getvariable('price_bands') * cume_dist() OVER (
-           PARTITION BY category ORDER BY price)) AS INTEGER) AS price_band
-FROM raw.products
-ORDER BY sku;
+-- What the recommendation model learns from: the connection's temp tables, no shared ones.
+-- Run by personalization_pipeline/warehouse/recommendations.py, which sets the variables read
+-- with getvariable(): purchase_events, max_items_per_order, max_items_per_user.
 
 -- Every purchase line: purchase events (track events named in EVENTS_PURCHASE_EVENTS, SKUs in
 -- properties.products[].sku else properties.sku, as the gateway reads them in
@@ -44,10 +34,11 @@ FROM raw.orders;
 -- Integer surrogates for the purchased SKUs and the buyers: the self-join in
 -- product_similarity.sql hashes, compares and groups tens of millions of pairs, which costs
 -- several times more on strings. sku_id follows the SKU's own order, so a tie broken by
--- sku_id is broken by SKU; in_catalog says whether the SKU may be recommended.
+-- sku_id is broken by SKU; in_catalog says whether the SKU may be recommended (it is in
+-- raw.products, the catalog product_catalog.sql prices).
 CREATE OR REPLACE TEMP TABLE skus AS
 SELECT sku, CAST(row_number() OVER (ORDER BY sku) AS INTEGER) AS sku_id,
-       sku IN (SELECT sku FROM analytics.product_catalog) AS in_catalog
+       sku IN (SELECT sku FROM raw.products) AS in_catalog
 FROM (SELECT DISTINCT sku FROM purchase_lines);
 
 CREATE OR REPLACE TEMP TABLE buyers AS
