@@ -1,5 +1,5 @@
 -- analytics.product_similarity: for each purchased SKU, its top_k most similar catalog
--- products by co-purchase (buyer_items and item_buyers from purchase_history.sql).
+-- products by co-purchase (buyer_item_ids and item_buyers from purchase_history.sql).
 --
 -- Measure: cosine similarity over buyers,
 --     similarity(a, b) = co_buyers(a, b) / sqrt(buyers(a) * buyers(b)),
@@ -22,8 +22,8 @@
 CREATE OR REPLACE TABLE analytics.product_similarity AS
 WITH pairs AS (
     SELECT a.sku_id AS low_id, b.sku_id AS high_id, count(*) AS co_buyers
-    FROM buyer_items AS a
-    JOIN buyer_items AS b ON a.buyer_id = b.buyer_id AND a.sku_id < b.sku_id
+    FROM buyer_item_ids AS a
+    JOIN buyer_item_ids AS b ON a.buyer_id = b.buyer_id AND a.sku_id < b.sku_id
     GROUP BY a.sku_id, b.sku_id
     HAVING count(*) >= getvariable('min_co_buyers')
 ),

@@ -63,7 +63,7 @@ GROUP BY order_id
 HAVING count(DISTINCT sku) > getvariable('max_items_per_order');
 
 -- distinct_skus (before the per-buyer cap) is kept to count the buyers the cap cut short.
-CREATE OR REPLACE TEMP TABLE buyer_items AS
+CREATE OR REPLACE TEMP TABLE buyer_item_ids AS
 SELECT buyers.buyer_id, skus.sku_id, max(line.ordered_at) AS last_bought,
        count(*) OVER (PARTITION BY buyers.buyer_id) AS distinct_skus
 FROM purchase_lines AS line
@@ -75,8 +75,16 @@ QUALIFY row_number() OVER (
     PARTITION BY buyers.buyer_id ORDER BY max(line.ordered_at) DESC, skus.sku_id
 ) <= getvariable('max_items_per_user');
 
+-- The same guarded history by name, for readers outside the model (the model's asset checks):
+-- a view, so it costs nothing unless read.
+CREATE OR REPLACE TEMP VIEW buyer_items AS
+SELECT buyers.buyer, skus.sku, buyer_item_ids.last_bought
+FROM buyer_item_ids
+JOIN buyers USING (buyer_id)
+JOIN skus USING (sku_id);
+
 CREATE OR REPLACE TEMP TABLE item_buyers AS
 SELECT skus.sku, skus.sku_id, skus.in_catalog, count(*) AS buyers
-FROM buyer_items
+FROM buyer_item_ids
 JOIN skus USING (sku_id)
 GROUP BY ALL;

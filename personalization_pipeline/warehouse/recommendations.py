@@ -70,7 +70,7 @@ def build_recommendations(
             """
             SELECT (SELECT count(*) FROM purchase_lines),
                    (SELECT count(*) FROM orders_over_cap),
-                   (SELECT count(DISTINCT buyer_id) FROM buyer_items
+                   (SELECT count(DISTINCT buyer_id) FROM buyer_item_ids
                     WHERE distinct_skus > getvariable('max_items_per_user')),
                    (SELECT count(DISTINCT sku) FROM analytics.product_similarity),
                    (SELECT count(*) FROM analytics.product_similarity),
