@@ -12,6 +12,14 @@ list's Redis key. A run:
 3. writes each list as ``MULTI / DEL / ZADD / EXEC``: a reader sees the old list or the new
    one, never a mix, and no stale member survives. One key per transaction, so it runs on
    Redis Cluster too, where the transactions are grouped by the node that owns each key.
+   A slot migrating meanwhile is followed: a transaction answered ``MOVED`` or ``ASK`` never
+   ran (Redis checks every queued key, and again at EXEC), so it is resent whole to the node
+   named, with ``ASKING`` first after ASK (see ``_send_to_cluster``).
+
+Guard: a run that would DEL more than ``max_delete_fraction`` (default 20%) of the synced lists
+fails with RemovalRefused before writing anything (the hash mirror's rule), unless ``force``:
+a model that came out empty or broken leaves Redis its last good lists. ``dry_run`` computes
+the plan and samples each kind of change, writing nothing to Redis or the warehouse.
 
 Lost data: the epoch marker ``keys.sync_epoch_key`` is kept in Redis and in ``sync.epochs``
 as the hash sync keeps it; when Redis no longer holds it (restart without persistence,
