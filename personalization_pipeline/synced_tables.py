@@ -34,7 +34,12 @@ from personalization_pipeline.resources.warehouse import WarehouseResource
 from personalization_pipeline.settings import current
 from personalization_pipeline.sync.engine import SyncResult, SyncSpec, sync_table
 from personalization_pipeline.sync.identify import IdentifyError, identify_fields
-from personalization_pipeline.sync.sorted_sets import SortedSetSpec, read_lists, sync_sorted_sets
+from personalization_pipeline.sync.sorted_sets import (
+    PREVIEW_MEMBERS,
+    SortedSetSpec,
+    read_lists,
+    sync_sorted_sets,
+)
 
 # The product reads Redis: a table older than this is stale for personalization.
 REDIS_FRESHNESS = dg.FreshnessPolicy.time_window(
@@ -44,7 +49,33 @@ READBACK_CHECK = "readback"
 MISMATCH_EXAMPLES = 5
 
 
-class RedisSyncConfig(dg.Config):
+class GuardedSyncConfig(dg.Config):
+    """What every sync's run config has: the dry run and the guard against mass removal."""
+
+    dry_run: bool = Field(
+        default=False,
+        description=(
+            "Compute the plan and sample each kind of change; write nothing to Redis or the "
+            "warehouse. Recorded as an observation, not a materialization."
+        ),
+    )
+    force: bool = Field(
+        default=False,
+        description=(
+            "Let a run remove more than max_delete_fraction of the synced keys (mirror mode) "
+            "or lists (sorted sets)."
+        ),
+    )
+    max_delete_fraction: float = Field(
+        default=0.2,
+        description=(
+            "A run that would remove more than this share of the synced keys (mirror mode) or "
+            "lists (sorted sets) fails before writing anything, unless force is set."
+        ),
+    )
+
+
+class RedisSyncConfig(GuardedSyncConfig):
     """How one run syncs a warehouse table into Redis."""
 
     mode: Literal["upsert", "mirror", "full"] = Field(
@@ -55,17 +86,6 @@ class RedisSyncConfig(dg.Config):
             "every row, repairing drift the snapshot cannot see (reconciliation)."
         ),
     )
-    dry_run: bool = Field(
-        default=False,
-        description=(
-            "Compute the plan and sample each kind of change; write nothing to Redis or the "
-            "warehouse. Recorded as an observation, not a materialization."
-        ),
-    )
-    force: bool = Field(
-        default=False,
-        description="Let a mirror run remove more than max_delete_fraction of the synced keys.",
-    )
     remove_nulls: bool = Field(
         default=True,
         description=(
@@ -73,16 +93,9 @@ class RedisSyncConfig(dg.Config):
             "reproduces that."
         ),
     )
-    max_delete_fraction: float = Field(
-        default=0.2,
-        description=(
-            "A mirror run that would remove more than this share of the synced keys fails "
-            "before writing anything, unless force is set."
-        ),
-    )
 
 
-class SortedSetSyncConfig(dg.Config):
+class SortedSetSyncConfig(GuardedSyncConfig):
     """How one run syncs a warehouse table into Redis sorted sets."""
 
     mode: Literal["incremental", "full"] = Field(
@@ -162,16 +175,10 @@ def synced_table(
                 memory_limit=current().warehouse.sync_memory_limit,
             )
             preview = None if result.dry_run else read_back_preview(connection, client, spec, redis)
-        context.log.info(summary(result))
-        if result.full_sync_reason:
-            context.log.warning(f"Every row rewritten, not only changes: {result.full_sync_reason}")
-        for warning in result.warnings:
-            context.log.warning(warning)
+        log_result(context, result, "row")
         metadata = {**result.metadata(), "rewritten": rewritten(result)}
         if result.dry_run:
-            # A plan is not a materialization: it wrote nothing, so it must not look fresh.
-            metadata["plan_samples"] = dg.MetadataValue.json(masked_samples(result.samples))
-            context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=metadata))
+            observe_plan(context, metadata, masked_samples(result.samples))
             return
         metadata["dagster/row_count"] = result.added + result.changed + result.unchanged
         metadata["preview"] = preview
@@ -204,16 +211,18 @@ def sorted_set_table(
                 spec,
                 prefix=redis.prefix,
                 full=config.mode == "full",
+                dry_run=config.dry_run,
+                force=config.force,
+                max_delete_fraction=config.max_delete_fraction,
                 run_id=context.run.run_id,
             )
             keys = [spec.key(value, redis.prefix) for value in first_lists(connection, spec)]
-            preview = [(key, top_members(client, key)) for key in keys]
-        context.log.info(summary(result).replace(" rows in", " lists in"))
-        if result.full_sync_reason:
-            context.log.warning(
-                f"Every list rewritten, not only changes: {result.full_sync_reason}"
-            )
+            preview = [] if result.dry_run else [(key, top_members(client, key)) for key in keys]
+        log_result(context, result, "list")
         metadata = {**result.metadata(), "rewritten": rewritten(result)}
+        if result.dry_run:
+            observe_plan(context, metadata, result.samples)
+            return
         metadata["dagster/row_count"] = result.added + result.changed + result.unchanged
         metadata["preview"] = dg.MetadataValue.md(markdown_table(["key", "top members"], preview))
         yield dg.MaterializeResult(metadata=metadata)
@@ -241,9 +250,6 @@ def readback_check(
         return compare(context, spec, warehouse, redis, rules.readback_sample_size, asset_name)
 
     return _readback
-
-
-PREVIEW_MEMBERS = 3
 
 
 def first_lists(connection, spec: SortedSetSpec) -> list[str | None]:
@@ -298,6 +304,24 @@ def read_back_lists(
         differs="sampled lists differ from the warehouse",
         asset_name=asset_name,
     )
+
+
+def log_result(context: dg.AssetExecutionContext, result: SyncResult, unit: str) -> None:
+    """The run's counts, why it rewrote everything, and its warnings (``unit``: row, list)."""
+    context.log.info(summary(result).replace(" rows in", f" {unit}s in"))
+    if result.full_sync_reason:
+        context.log.warning(f"Every {unit} rewritten, not only changes: {result.full_sync_reason}")
+    for warning in result.warnings:
+        context.log.warning(warning)
+
+
+def observe_plan(
+    context: dg.AssetExecutionContext, metadata: dict, samples: dict[str, list[dict]]
+) -> None:
+    """Record a dry run. A plan is not a materialization: it wrote nothing, so it must not
+    look fresh."""
+    metadata["plan_samples"] = dg.MetadataValue.json(samples)
+    context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=metadata))
 
 
 def summary(result: SyncResult) -> str:

@@ -219,3 +219,66 @@ def test_the_syncs_refuse_a_model_whose_blocking_check_failed(pipeline_resources
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert "supported_products_have_neighbours" in str(failure.step_failure_data.error)
+
+
+def sync_alone(pipeline_resources, instance, **config):
+    """The similarity sync without rebuilding the model, with ``config`` as its run config."""
+    return dg.materialize(
+        [product_recommendations, similar_products.asset],
+        selection=[similar_products.asset],
+        resources=pipeline_resources,
+        instance=instance,
+        run_config={"ops": {similar_products.asset.op.name: {"config": config}}},
+        raise_on_error=False,
+    )
+
+
+def edit_warehouse(resources: dict, sql: str) -> None:
+    with duckdb.connect(resources["warehouse"].path) as connection:
+        connection.execute(sql)
+
+
+def test_an_empty_model_deletes_no_list_unless_forced(pipeline_resources, redis_client):
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_job(pipeline_resources, instance=instance).success
+    lists = len(list(redis_client.scan_iter(similar_key("*"))))
+    edit_warehouse(pipeline_resources, "DELETE FROM analytics.product_similarity")
+    redis_client.config_resetstat()
+    result = sync_alone(pipeline_resources, instance)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    message = str(failure.step_failure_data.error)
+    assert f"would delete {lists} of {lists} lists" in message and "force: true" in message
+    assert write_commands(redis_client) == {}
+    assert len(list(redis_client.scan_iter(similar_key("*")))) == lists
+
+    assert sync_alone(pipeline_resources, instance, force=True).success
+    assert list(redis_client.scan_iter(similar_key("*"))) == []
+
+
+def test_a_dry_run_is_an_observation_that_writes_nothing(pipeline_resources, redis_client):
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_job(pipeline_resources, instance=instance).success
+    (sku,) = warehouse_rows(pipeline_resources, "SELECT min(sku) FROM analytics.product_similarity")
+    edit_warehouse(
+        pipeline_resources,
+        f"UPDATE analytics.product_similarity SET similarity = 0.5 WHERE sku = '{sku[0]}'",
+    )
+    key = dg.AssetKey("redis_product_similarity")
+    materializations = instance.get_latest_materialization_event(key)
+    redis_client.config_resetstat()
+    result = sync_alone(pipeline_resources, instance, dry_run=True)
+    assert result.success
+    assert result.get_asset_materialization_events() == []
+    (observation,) = [e.asset_observation_data.asset_observation for e in result.all_events
+                      if e.event_type_value == "ASSET_OBSERVATION"]  # fmt: skip
+    plan = {name: value.value for name, value in observation.metadata.items()}
+    assert (plan["dry_run"], plan["changed"], plan["removed"], plan["rows_written"]) == (
+        True,
+        1,
+        0,
+        0,
+    )
+    assert plan["plan_samples"]["changed"][0]["key"] == similar_key(sku[0])
+    assert write_commands(redis_client) == {}
+    assert instance.get_latest_materialization_event(key) == materializations

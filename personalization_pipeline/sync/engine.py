@@ -104,6 +104,7 @@ __all__ = [
     "SyncError",
     "SyncResult",
     "SyncSpec",
+    "refuse_mass_removal",
     "render_rows",
     "sync_table",
 ]
@@ -431,13 +432,30 @@ def _guard_removals(
 ) -> None:
     """Refuse a mirror run that would remove too large a share of the synced keys."""
     snapshot_rows = scalar(con, f"SELECT count(*) FROM {snapshot}")
-    fraction = result.removed / max(snapshot_rows, 1)
+    refuse_mass_removal(
+        result, snapshot_rows, "mirror would remove", "keys' fields", max_delete_fraction, force
+    )
+
+
+def refuse_mass_removal(
+    result: SyncResult,
+    synced: int,
+    verb: str,
+    noun: str,
+    max_delete_fraction: float,
+    force: bool,
+) -> None:
+    """Raise RemovalRefused when ``result.removed`` is more than ``max_delete_fraction`` of
+    the ``synced`` keys (or lists) and neither ``force`` nor a dry run (which only warns):
+    a broken or empty source must not empty Redis. Call it before writing anything."""
+    fraction = result.removed / max(synced, 1)
     if not result.removed or fraction <= max_delete_fraction:
         return
     message = (
-        f"sync {result.sync}: mirror would remove {result.removed} of {snapshot_rows}"
-        f" keys' fields ({fraction:.1%} > max_delete_fraction {max_delete_fraction:.0%});"
+        f"sync {result.sync}: {verb} {result.removed} of {synced} {noun}"
+        f" ({fraction:.1%} > max_delete_fraction {max_delete_fraction:.0%});"
         " nothing was written. Check the source, or rerun with force=True"
+        " (run config: force: true)"
     )
     if not result.dry_run and not force:
         raise RemovalRefused(message)

@@ -12,6 +12,14 @@ list's Redis key. A run:
 3. writes each list as ``MULTI / DEL / ZADD / EXEC``: a reader sees the old list or the new
    one, never a mix, and no stale member survives. One key per transaction, so it runs on
    Redis Cluster too, where the transactions are grouped by the node that owns each key.
+   A slot migrating meanwhile is followed: a transaction answered ``MOVED`` or ``ASK`` never
+   ran (Redis checks every queued key, and again at EXEC), so it is resent whole to the node
+   named, with ``ASKING`` first after ASK (see ``_send_to_cluster``).
+
+Guard: a run that would DEL more than ``max_delete_fraction`` (default 20%) of the synced lists
+fails with RemovalRefused before writing anything (the hash mirror's rule), unless ``force``:
+a model that came out empty or broken leaves Redis its last good lists. ``dry_run`` computes
+the plan and samples each kind of change, writing nothing to Redis or the warehouse.
 
 Lost data: the epoch marker ``keys.sync_epoch_key`` is kept in Redis and in ``sync.epochs``
 as the hash sync keeps it; when Redis no longer holds it (restart without persistence,
@@ -29,6 +37,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
@@ -37,11 +46,25 @@ from typing import Any
 import duckdb
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import AskError, ClusterError, MovedError
 
 from personalization_pipeline.keys import sync_epoch_key
-from personalization_pipeline.sync.engine import SyncResult, SyncSpec
+from personalization_pipeline.sync.engine import (
+    RemovalRefused,
+    SyncError,
+    SyncResult,
+    SyncSpec,
+    refuse_mass_removal,
+)
 from personalization_pipeline.sync.redis_config import RedisUnavailable
-from personalization_pipeline.sync.state import ensure_state, log_run, read_epoch, write_epoch
+from personalization_pipeline.sync.state import (
+    ensure_state,
+    log_run,
+    read_epoch,
+    table_exists,
+    write_epoch,
+)
+from personalization_pipeline.sync.writer import REDIRECT_ROUNDS, redirect_node
 
 __all__ = ["SortedSetSpec", "read_lists", "sync_sorted_sets"]
 
@@ -98,23 +121,30 @@ def sync_sorted_sets(
     *,
     prefix: str = "",
     full: bool = False,
+    dry_run: bool = False,
+    force: bool = False,
+    max_delete_fraction: float = 0.2,
+    sample_size: int = 5,
     run_id: str | None = None,
 ) -> SyncResult:
     """Sync ``spec`` from the warehouse into Redis; see the module doc. ``full`` rewrites
-    every list whatever the snapshot says. Raises RedisUnavailable when Redis fails; the
-    next run repairs whatever this one left half done."""
+    every list whatever the snapshot says. A run that would delete more than
+    ``max_delete_fraction`` of the synced lists raises RemovalRefused before writing anything,
+    unless ``force``. ``dry_run`` only plans: counts and ``sample_size`` lists of each kind in
+    ``result.samples``, nothing written to Redis or the warehouse (Redis is read for its
+    epoch marker). Raises RedisUnavailable when Redis fails; the next run repairs whatever
+    this one left half done."""
     started = time.perf_counter()
     mode = "full" if full else "incremental"
-    result = SyncResult(spec.name, run_id or uuid.uuid4().hex, mode, dry_run=False)
+    result = SyncResult(spec.name, run_id or uuid.uuid4().hex, mode, dry_run=dry_run)
     snapshot = f"sync.snapshot_{spec.name}"
-    ensure_state(con, snapshot)
+    if not dry_run:
+        ensure_state(con, snapshot)
     spec_hash = spec.fingerprint(prefix)
     epoch_key = sync_epoch_key(spec.name, prefix)
     try:
         current = _current_lists(con, spec, prefix)
-        known = dict(con.execute(f"SELECT key, fingerprint FROM {snapshot} WHERE spec = ?",
-                                 [spec_hash]).fetchall())  # fmt: skip
-        snapshotted = {key for (key,) in con.execute(f"SELECT key FROM {snapshot}").fetchall()}
+        known, snapshotted = _snapshot(con, snapshot, spec_hash)
         epoch, result.full_sync_reason = _check_epoch(
             con, client, spec.name, epoch_key, first_run=not snapshotted
         )
@@ -126,6 +156,16 @@ def sync_sorted_sets(
         result.changed = len(changed) - result.added
         result.unchanged = len(current) - len(changed)
         result.removed = len(removed)
+        # An empty or broken model would otherwise DEL every list the product reads.
+        refuse_mass_removal(
+            result, len(snapshotted), "would delete", "lists", max_delete_fraction, force
+        )
+        if dry_run:
+            result.samples = _samples(
+                con, spec, current, changed, snapshotted, removed, sample_size
+            )
+            result.seconds = time.perf_counter() - started
+            return result
         if changed or removed or epoch is None:
             if epoch is None:
                 epoch = uuid.uuid4().hex
@@ -138,9 +178,11 @@ def sync_sorted_sets(
                     f"sync {spec.name}: Redis lost its data while this run wrote to it (its "
                     f"marker {epoch_key} is gone); rerun: the next run rewrites every list"
                 )
-    except (RedisUnavailable, redis.RedisError, OSError) as error:
-        log_run(con, result, started, "failed", str(error))
-        if isinstance(error, RedisUnavailable):
+    except (SyncError, RedisUnavailable, redis.RedisError, OSError) as error:
+        # log_run records nothing for a dry run.
+        status = "refused" if isinstance(error, RemovalRefused) else "failed"
+        log_run(con, result, started, status, str(error))
+        if isinstance(error, SyncError | RedisUnavailable):
             raise
         raise RedisUnavailable(
             f"sync {spec.name} stopped after {result.rows_written} lists: {error}; rerun: it "
@@ -148,6 +190,60 @@ def sync_sorted_sets(
         ) from error
     log_run(con, result, started, "succeeded", None)
     return result
+
+
+def _snapshot(
+    con: duckdb.DuckDBPyConnection, snapshot: str, spec_hash: int
+) -> tuple[dict[str, int], set[str]]:
+    """(key → fingerprint of the lists written under this spec, every key written). Empty
+    when no run created the snapshot yet (a dry run does not create it)."""
+    schema, table = snapshot.split(".")
+    if not table_exists(con, schema, table):
+        return {}, set()
+    known = dict(
+        con.execute(
+            f"SELECT key, fingerprint FROM {snapshot} WHERE spec = ?", [spec_hash]
+        ).fetchall()
+    )
+    return known, {key for (key,) in con.execute(f"SELECT key FROM {snapshot}").fetchall()}
+
+
+PREVIEW_MEMBERS = 3
+"""Best members shown of a list (dry-run samples, the asset's preview)."""
+
+
+def _samples(
+    con: duckdb.DuckDBPyConnection,
+    spec: SortedSetSpec,
+    current: dict[str, tuple[str | None, int]],
+    changed: list[str],
+    snapshotted: set[str],
+    removed: list[str],
+    size: int,
+) -> dict[str, list[dict[str, Any]]]:
+    """The first ``size`` keys of each kind of change; a list to write with its member count
+    and best members, as the run would write them."""
+    to_write = sorted(changed)
+    kinds = {
+        "added": [key for key in to_write if key not in snapshotted][:size],
+        "changed": [key for key in to_write if key in snapshotted][:size],
+    }
+    lists = read_lists(con, spec, [current[key][0] for keys in kinds.values() for key in keys])
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for kind, keys in kinds.items():
+        members = [lists[current[key][0]] for key in keys]
+        samples[kind] = [
+            {
+                "key": key,
+                "members": len(held),
+                "best": [list(pair) for pair in held[:PREVIEW_MEMBERS]],
+            }
+            for key, held in zip(keys, members, strict=True)
+        ]
+    unchanged = sorted(current.keys() - set(changed))[:size]
+    samples["unchanged"] = [{"key": key} for key in unchanged]
+    samples["removed"] = [{"key": key} for key in removed[:size]]
+    return samples
 
 
 def _current_lists(
@@ -240,32 +336,104 @@ def read_lists(
 def _send(client: Any, transactions: Iterable[tuple[str, list[tuple]]]) -> None:
     """Each key's commands as one MULTI/EXEC, pipelined on the connection of the node that
     owns the key (one key per transaction: what Redis Cluster allows)."""
-    by_node: dict[Any, list[list[tuple]]] = {}
-    for key, commands in transactions:
-        node = client.get_node_from_key(key) if isinstance(client, RedisCluster) else None
-        by_node.setdefault(node, []).append([("MULTI",), *commands, ("EXEC",)])
-    for node, groups in by_node.items():
-        target = client if node is None else client.get_redis_connection(node)
-        _send_to_node(target, [command for group in groups for command in group], len(groups))
+    pending = [(key, commands, None) for key, commands in transactions]
+    if not isinstance(client, RedisCluster):
+        for _key, _commands, redirect in _send_to_node(client, pending):
+            raise redirect  # a standalone server never redirects; a cluster node does
+        return
+    _send_to_cluster(client, pending)
 
 
-def _send_to_node(client: redis.Redis, commands: list[tuple], transactions: int) -> None:
+Pending = list[tuple[str, list[tuple], AskError | None]]
+"""Transactions to send: (key, commands, the MOVED or ASK reply that sent it elsewhere)."""
+
+
+def _send_to_cluster(client: RedisCluster, pending: Pending) -> None:
+    """Send each transaction to the node owning its key; follow MOVED and ASK replies.
+
+    While a slot migrates, its owner answers ``ASK`` for keys already moved and the importing
+    node accepts them only after ``ASKING``; once the slot changed hands the old owner answers
+    ``MOVED``. Redis checks the key of every queued command, and again at EXEC, so a
+    redirected transaction never ran (EXECABORT, or EXEC itself redirected): it is resent
+    whole to the named node, ASKING first after ASK, the slot map reloaded after MOVED.
+    """
+    nodes = client.nodes_manager
+    for resends in range(REDIRECT_ROUNDS + 1):
+        by_node: dict[str, Pending] = defaultdict(list)
+        node_of = {}
+        for key, commands, redirect in pending:
+            if redirect is None:
+                node = client.get_node_from_key(key)
+            else:
+                node = redirect_node(nodes, redirect.host, int(redirect.port))
+            by_node[node.name].append((key, commands, redirect))
+            node_of[node.name] = node
+        pending = []
+        for name, transactions in by_node.items():
+            target = client.get_redis_connection(node_of[name])
+            pending += _send_to_node(target, transactions)
+        if not pending:
+            return
+        if resends == REDIRECT_ROUNDS:
+            break
+        if any(isinstance(redirect, MovedError) for _, _, redirect in pending):
+            nodes.initialize()
+    raise ClusterError(
+        f"{len(pending)} lists still redirected after {REDIRECT_ROUNDS} resends (e.g. "
+        f"{pending[0][2]}): the cluster is resharding or its nodes disagree on the slot owner"
+    )
+
+
+def _send_to_node(client: redis.Redis, transactions: Pending) -> Pending:
     """Pipeline raw commands and read raw replies (redis-py's reply parsers expect the replies
-    of commands outside a transaction; inside one they are QUEUED)."""
+    of commands outside a transaction; inside one they are QUEUED). Returns the transactions
+    a MOVED or ASK reply redirected; raises any other error."""
+    framed = [
+        [*_asking(redirect), ("MULTI",), *commands, ("EXEC",)]
+        for _key, commands, redirect in transactions
+    ]
+    flat = [command for group in framed for command in group]
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
-        connection.send_packed_command(connection.pack_commands(commands))
-        replies = [connection.read_response() for _ in commands]
+        connection.send_packed_command(connection.pack_commands(flat))
+        replies = [_reply(connection) for _ in flat]
     except BaseException:
         connection.disconnect()
         raise
     finally:
         pool.release(connection)
-    executed = [reply for reply in replies if isinstance(reply, list)]
-    if len(executed) != transactions:
-        raise redis.ResponseError(f"{transactions - len(executed)} transactions did not run")
-    for reply in executed:
-        for item in reply:
-            if isinstance(item, Exception):
-                raise item
+    redirected: Pending = []
+    position = 0
+    for (key, commands, _redirect), group in zip(transactions, framed, strict=True):
+        answers = replies[position : position + len(group)]
+        position += len(group)
+        errors = [answer for answer in answers if isinstance(answer, redis.ResponseError)]
+        redirect = next((error for error in errors if isinstance(error, AskError)), None)
+        if redirect is not None:
+            redirected.append((key, commands, redirect))
+        elif errors:
+            raise errors[0]
+        elif not isinstance(answers[-1], list):
+            raise redis.ResponseError(f"the transaction on {key} did not run: {answers[-1]!r}")
+        else:
+            for item in answers[-1]:
+                if isinstance(item, Exception):
+                    raise item
+    return redirected
+
+
+def _asking(redirect: AskError | None) -> list[tuple]:
+    """ASKING before a transaction an ASK reply sent here: inside MULTI its admission holds
+    until EXEC. After MOVED the node owns the slot and needs none."""
+    if redirect is None or isinstance(redirect, MovedError):
+        return []
+    return [("ASKING",)]
+
+
+def _reply(connection: redis.Connection) -> Any:
+    """One reply, an error reply returned as its exception (the next replies still follow)."""
+    try:
+        return connection.read_response()
+    except redis.ResponseError as error:
+        return error

@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, NodesManager, RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import ClusterError
 
 __all__ = ["Batch", "ClusterWriter", "StandaloneWriter", "Writer", "make_writer"]
 
@@ -148,6 +149,18 @@ _REDIRECTS = ("MOVED ", "ASK ")
 _ASKING = b"*1\r\n$6\r\nASKING\r\n"
 
 
+def redirect_node(nodes: NodesManager, host: str, port: int) -> ClusterNode:
+    """The node a MOVED or ASK reply names, reloading the slot map once when it does not
+    know the node yet (one the resharding added)."""
+    node = nodes.get_node(host, port)
+    if node is None:
+        nodes.initialize()
+        node = nodes.get_node(host, port)
+    if node is None:
+        raise ClusterError(f"Redis Cluster redirected to unknown node {host}:{port}")
+    return node
+
+
 def _split_commands(resp: bytes) -> list[bytes]:
     """The RESP arrays (commands) that ``resp`` holds, in order."""
     commands = []
@@ -259,12 +272,7 @@ class ClusterWriter(Writer):
             kind, _, address = message.split(" ", 2)
             self.redirects[kind] += 1
             host, _, port = address.rpartition(":")
-            node = nodes.get_node(host, int(port))
-            if node is None:  # a node the map has not seen yet (added by the resharding)
-                nodes.initialize()
-                node = nodes.get_node(host, int(port))
-            if node is None:
-                raise redis.ClusterError(f"Redis Cluster redirected to unknown node {address}")
+            node = redirect_node(nodes, host, int(port))
             by_node[node.name].append((row, kind == "ASK"))
             node_of[node.name] = node
         for name, rows in by_node.items():
