@@ -22,6 +22,18 @@ redis_profiles_job = dg.define_asset_job(
     description="Sync Redis from user_profiles without reading the sources (verify, reconcile).",
 )
 
+# Every Redis projection, synced from the warehouse as it stands: writes nothing when Redis is in
+# sync, repairs a Redis that lost its data, and keeps each synced table inside its freshness
+# window while its sources are quiet (a model that did not change is still current).
+redis_sync_job = dg.define_asset_job(
+    name="redis_sync_job",
+    selection=dg.AssetSelection.groups("activation"),
+    description=(
+        "Sync every table Redis holds (profiles, catalog, recommendation lists) from the "
+        "warehouse without rebuilding anything, then read each back (redis_verify_schedule)."
+    ),
+)
+
 # Run config for a full rewrite. It goes on the run (schedule, launchpad), not on the job: job
 # level config would also pin the resources' config and hide test or launch-time overrides.
 FULL_SYNC_RUN_CONFIG = profiles.full_sync_run_config()

@@ -46,17 +46,10 @@ def materialized(result, name: str) -> dict:
 
 
 def checks(result) -> dict[str, bool]:
-    return (
-        {
-            f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed
-            for e in (event.event_specific_data for event in result.get_asset_check_evaluations())
-        }
-        if False
-        else {
-            f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed
-            for e in result.get_asset_check_evaluations()
-        }
-    )
+    return {
+        f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed
+        for e in result.get_asset_check_evaluations()
+    }
 
 
 def write_commands(client) -> dict[str, int]:
@@ -282,3 +275,20 @@ def test_a_dry_run_is_an_observation_that_writes_nothing(pipeline_resources, red
     assert plan["plan_samples"]["changed"][0]["key"] == similar_key(sku[0])
     assert write_commands(redis_client) == {}
     assert instance.get_latest_materialization_event(key) == materializations
+
+
+def test_the_verify_job_repairs_every_table_a_flushed_redis_lost(pipeline_resources, redis_client):
+    """redis_verify_schedule's job syncs every redis_* asset without rebuilding anything: after
+    FLUSHALL its next run puts back profiles, catalog hashes and recommendation lists alike."""
+    warehouse_job = defs.resolve_job_def("warehouse_actions_job")
+    assert warehouse_job.execute_in_process(resources=pipeline_resources).success
+    assert run_job(pipeline_resources).success
+    keys = redis_client.dbsize()
+    redis_client.flushall()
+    verify = defs.resolve_job_def("redis_sync_job").execute_in_process(resources=pipeline_resources)
+    assert verify.success
+    synced = {e.asset_key.to_user_string() for e in verify.get_asset_materialization_events()}
+    assert synced == {"redis_user_profiles", *SYNCS}
+    assert redis_client.dbsize() == keys
+    assert redis_client.zcard(similar_key("SKU-1")) > 0
+    assert redis_client.hget(user_key("U000001"), "membership_status") == "loyalty_member"
