@@ -57,7 +57,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -82,22 +82,23 @@ from personalization_pipeline.sync.render import (
     render_sql,
     resp_sql,
 )
+from personalization_pipeline.sync.result import SyncResult
 from personalization_pipeline.sync.sender import Sender
 from personalization_pipeline.sync.state import (
+    begin_sending,
     ensure_state,
     forget_in_doubt,
     in_doubt_keys,
     log_run,
-    mark_in_doubt,
+    mark_sent,
     read_epoch,
+    record_acknowledged,
     record_invalid,
     scalar,
-    settle_in_doubt,
     table_exists,
     write_epoch,
 )
-from personalization_pipeline.sync.writer import Batch, Writer, make_writer
-from personalization_pipeline.warehouse.transaction import transaction
+from personalization_pipeline.sync.writer import Batch, RowErrors, Writer, make_writer
 
 __all__ = [
     "MODES",
@@ -180,46 +181,6 @@ class SyncSpec:
             [self.key_column, list(self.fields.items()), self.key_template, key_prefix(prefix)]
         )
         return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
-
-
-@dataclass
-class SyncResult:
-    sync: str
-    run_id: str
-    mode: str
-    dry_run: bool
-    added: int = 0
-    changed: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    rejected: int = 0
-    rows_written: int = 0
-    seconds: float = 0.0
-    full_sync_reason: str | None = None
-    """Why this run rewrote every row although its mode is incremental (Redis lost data)."""
-    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def rows_per_second(self) -> float:
-        return self.rows_written / self.seconds if self.seconds > 0 else 0.0
-
-    def metadata(self) -> dict[str, Any]:
-        """Plain values for Dagster metadata (no secrets)."""
-        return {
-            "mode": self.mode,
-            "dry_run": self.dry_run,
-            "added": self.added,
-            "changed": self.changed,
-            "removed": self.removed,
-            "unchanged": self.unchanged,
-            "rejected": self.rejected,
-            "rows_written": self.rows_written,
-            "seconds": round(self.seconds, 3),
-            "rows_per_second": round(self.rows_per_second, 1),
-            "full_sync_reason": self.full_sync_reason or "none",
-            "run_id": self.run_id,
-        }
 
 
 @dataclass
@@ -707,19 +668,22 @@ def _write(
     )
     render = _cluster_batches if writer.needs_rows else _standalone_batches
     name = plan.spec.name
+    begin_sending(con, name, result.run_id, batch_size, "_sync_plan")
     sender = Sender(writer)
+
+    def record(acknowledgements: Iterator[tuple[int, RowErrors]]) -> None:
+        _record(con, plan, snapshot, result, batches, acknowledgements)
+
     try:
         for first in range(0, batches.count, RENDERED_TOGETHER):
             last = min(first + RENDERED_TOGETHER, batches.count) - 1
             rendered = render(con, plan, batch_size, first, last)
             # Committed before any of these batches leaves the process.
-            mark_in_doubt(con, name, result.run_id, first, last)
+            mark_sent(con, name, batches.end(last))
             for number, batch in enumerate(rendered, first):
                 sender.put(number, batch)
-            for number, errors in sender.acknowledged():
-                _advance(con, plan, snapshot, result, batches, number, errors)
-        for number, errors in sender.finish():
-            _advance(con, plan, snapshot, result, batches, number, errors)
+            record(sender.acknowledged())
+        record(sender.finish())
     finally:
         sender.stop()
 
@@ -737,8 +701,9 @@ class _Batches:
     def count(self) -> int:
         return -(-self.total // self.size)
 
-    def rows(self, number: int) -> int:
-        return min(self.size, self.total - number * self.size)
+    def end(self, number: int) -> int:
+        """Rows in batches 0 to ``number``."""
+        return min((number + 1) * self.size, self.total)
 
 
 def _batch_rows_sql(plan: _Plan) -> str:
@@ -800,48 +765,65 @@ def _cluster_batches(
     return batches
 
 
+def _record(
+    con: duckdb.DuckDBPyConnection,
+    plan: _Plan,
+    snapshot: str,
+    result: SyncResult,
+    batches: _Batches,
+    acknowledgements: Iterator[tuple[int, RowErrors]],
+) -> None:
+    """Move the rows of every batch acknowledged so far into the snapshot in one transaction
+    (a commit per batch would cost more than rendering it); record refused rows. A failure
+    of the sender is raised after the acknowledgements that came before it are recorded."""
+    acknowledged: list[tuple[int, RowErrors]] = []
+    try:
+        for acknowledgement in acknowledgements:
+            acknowledged.append(acknowledgement)
+    finally:
+        if acknowledged:
+            _advance(con, plan, snapshot, result, batches, acknowledged)
+
+
 def _advance(
     con: duckdb.DuckDBPyConnection,
     plan: _Plan,
     snapshot: str,
     result: SyncResult,
     batches: _Batches,
-    number: int,
-    errors: list[tuple[int, str]],
+    acknowledged: list[tuple[int, RowErrors]],
 ) -> None:
-    """Move acknowledged rows of batch ``number`` into the snapshot; record refused rows."""
-    first_rn = number * batches.size
-    failed = "false"
-    fatal = [message for _, message in errors if not message.startswith(ROW_ERRORS)]
-    with transaction(con):
-        if errors:
-            con.execute("CREATE OR REPLACE TEMP TABLE _sync_failed (rn BIGINT, reason VARCHAR)")
-            con.executemany(
-                "INSERT INTO _sync_failed VALUES (?, ?)",
-                [[first_rn + position, message] for position, message in errors],
-            )
-            failed = "rn IN (SELECT rn FROM _sync_failed)"
-            if not fatal:
-                con.execute(
-                    "INSERT INTO sync.rejected_rows SELECT ?, ?, NULL, r.k, r.fp,"
-                    " 'Redis refused the write: ' || f.reason, 'write', now()"
-                    " FROM _sync_rows r JOIN _sync_failed f USING (rn)",
-                    [plan.spec.name, result.run_id],
-                )
-        if number in batches.replaces:
-            con.execute(
-                f"DELETE FROM {snapshot} WHERE key IN (SELECT k FROM _sync_rows"
-                f" WHERE batch_no = ? AND in_snapshot AND NOT ({failed}))",
-                [number],
-            )
-        con.execute(
-            f"INSERT INTO {snapshot} SELECT k, fp, nn, {plan.spec_hash} FROM _sync_rows"
-            f" WHERE batch_no = ? AND op <> 'removed' AND NOT ({failed})",
-            [number],
-        )
-        if not fatal:
-            settle_in_doubt(con, plan.spec.name, result.run_id, number)
-    result.rows_written += batches.rows(number) - len(errors)
+    """Record acknowledged batches (consecutive numbers); raise if Redis refused a write for
+    a reason other than the row's data."""
+    first, last = acknowledged[0][0], acknowledged[-1][0]
+    failed = [
+        (number * batches.size + position, message)
+        for number, errors in acknowledged
+        for position, message in errors
+    ]
+    fatal = [message for _, message in failed if not message.startswith(ROW_ERRORS)]
+    # Batches from the first with a fatal error on stay in doubt: the rerun resends them.
+    settled = next(
+        (
+            number
+            for number, errors in acknowledged
+            if any(not message.startswith(ROW_ERRORS) for _, message in errors)
+        ),
+        last + 1,
+    )
+    record_acknowledged(
+        con,
+        plan.spec.name,
+        result.run_id,
+        snapshot,
+        plan.spec_hash,
+        (first, last),
+        acknowledged=batches.end(settled - 1),
+        replaces=any(number in batches.replaces for number in range(first, last + 1)),
+        failed=failed,
+        refused=not fatal,
+    )
+    result.rows_written += batches.end(last) - batches.end(first - 1) - len(failed)
     if fatal:
         raise SyncError(
             f"sync {plan.spec.name}: Redis refused {len(fatal)} write(s), e.g. {fatal[0]!r};"
