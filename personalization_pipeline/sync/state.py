@@ -191,26 +191,27 @@ def record_acknowledged(
     batches: tuple[int, int],
     acknowledged: int,
     replaces: bool,
-    failed: list[tuple[int, str]],
+    failed: list[tuple[str, str]],
     refused: bool,
 ) -> None:
     """Move the rows of batches ``batches`` (first, last) of ``_sync_rows`` that Redis
-    acknowledged into the snapshot; ``failed`` rows (rn, error) stay out of it, and those
+    acknowledged into the snapshot; ``failed`` rows (key, error) stay out of it, and those
     Redis ``refused`` for their data go to the rejected rows. ``acknowledged``: rows of the
     plan no longer in doubt. ``replaces``: some rows are in the snapshot already."""
     first, last = batches
     excluded = "false"
     with transaction(con):
         if failed:
-            con.execute("CREATE OR REPLACE TEMP TABLE _sync_failed (rn BIGINT, reason VARCHAR)")
+            con.execute("CREATE OR REPLACE TEMP TABLE _sync_failed (k VARCHAR, reason VARCHAR)")
             con.executemany("INSERT INTO _sync_failed VALUES (?, ?)", [list(f) for f in failed])
-            excluded = "rn IN (SELECT rn FROM _sync_failed)"
+            excluded = "k IN (SELECT k FROM _sync_failed)"
             if refused:
                 con.execute(
                     "INSERT INTO sync.rejected_rows SELECT ?, ?, NULL, r.k, r.fp,"
                     " 'Redis refused the write: ' || f.reason, 'write', now()"
-                    " FROM _sync_rows r JOIN _sync_failed f USING (rn)",
-                    [name, run_id],
+                    " FROM _sync_rows r JOIN _sync_failed f USING (k)"
+                    " WHERE r.batch_no BETWEEN ? AND ?",
+                    [name, run_id, first, last],
                 )
         if replaces:
             con.execute(
