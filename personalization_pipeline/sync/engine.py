@@ -81,6 +81,7 @@ from personalization_pipeline.sync.render import (
     register_udfs,
     render_sql,
     resp_sql,
+    text_sql,
 )
 from personalization_pipeline.sync.result import SyncResult
 from personalization_pipeline.sync.sender import Sender
@@ -208,11 +209,16 @@ class _Plan:
             render_sql(ident(c), t) for c, t in zip(self.columns, self.column_types, strict=True)
         ]
 
-    def values_from_raw(self) -> str:
-        """``v0, v1, …`` rendered from the raw copies ``c0, c1, …`` in ``_sync_rows``."""
-        return ", ".join(
-            f"{render_sql(f'c{i}', t)} AS v{i}" for i, t in enumerate(self.column_types)
-        )
+    def rendered_from_raw(self, relation: str, keep: str = "*") -> str:
+        """``keep`` and rendered values ``v0, v1, …`` of ``relation``, whose raw copies of
+        the mapped columns are ``c0, c1, …``."""
+        texts, values = [], []
+        for i, duck_type in enumerate(self.column_types):
+            text = text_sql(f"c{i}", duck_type)
+            if text is not None:
+                texts.append(f", {text} AS t{i}")
+            values.append(f"{render_sql(f'c{i}', duck_type, text and f't{i}')} AS v{i}")
+        return f"SELECT {keep}, {', '.join(values)} FROM (SELECT *{''.join(texts)} FROM {relation})"
 
     @property
     def all_bits(self) -> int:
@@ -604,7 +610,7 @@ def _plan_rows_sql(plan: _Plan, keys: str) -> str:
 
 def _rendered_rows_sql(plan: _Plan, keys: str) -> str:
     """Plan rows in ``keys`` with rendered values ``v0, v1, …``."""
-    return f"SELECT *, {plan.values_from_raw()} FROM ({_plan_rows_sql(plan, keys)})"
+    return plan.rendered_from_raw(f"({_plan_rows_sql(plan, keys)})")
 
 
 def _samples(con: duckdb.DuckDBPyConnection, plan: _Plan, size: int) -> dict[str, list[dict]]:
@@ -710,8 +716,11 @@ def _batch_rows_sql(plan: _Plan) -> str:
     """Rows of batches ``?`` to ``?`` of ``_sync_rows``: rn, batch_no, key, RESP, commands."""
     resp, commands = resp_sql(plan.field_names)
     return (
-        f"SELECT rn, batch_no, k, {resp} AS resp, {commands} AS ncmd FROM (SELECT rn, batch_no,"
-        f" k, nn, del, {plan.values_from_raw()} FROM _sync_rows WHERE batch_no BETWEEN ? AND ?)"
+        f"SELECT rn, batch_no, k, {resp} AS resp, {commands} AS ncmd FROM ("
+        + plan.rendered_from_raw(
+            "_sync_rows WHERE batch_no BETWEEN ? AND ?", "rn, batch_no, k, nn, del"
+        )
+        + ")"
     )
 
 
