@@ -515,9 +515,9 @@ def _diff(
         delete_mask = "0::UBIGINT"
     else:
         delete_mask = (
-            f"CASE WHEN {'true' if rewrite_all else 'false'} OR d.key IS NOT NULL"
-            f" OR s.spec <> {plan.spec_hash} THEN ({all_bits}::UBIGINT & ~c.nn)"
-            " WHEN s.key IS NULL THEN 0::UBIGINT ELSE (s.fields_mask & ~c.nn) END"
+            f"CASE WHEN {'true' if rewrite_all else 'false'} OR doubt"
+            f" OR spec <> {plan.spec_hash} THEN ({all_bits}::UBIGINT & ~cur_nn)"
+            " WHEN NOT in_snapshot THEN 0::UBIGINT ELSE (fields_mask & ~cur_nn) END"
         )
     refused = "false"
     if has_rejected and scalar(
@@ -531,40 +531,52 @@ def _diff(
             f"{literal(spec.name)} AND r.kind = 'write' AND r.redis_key = c.k"
             " AND r.fingerprint = c.fp)"
         )
-    valid = (
-        "c.k IS NOT NULL AND c.nn <> 0 AND NOT c.proto AND c.k NOT IN (SELECT k FROM _sync_dups)"
-    )
-    # Mirror removes what left the source; every mode removes in-doubt keys that left it,
-    # since a crashed run may have written them without recording it.
-    left = "SELECT key FROM _sync_doubt"
+    # Mirror removes what left the source; every mode removes in-doubt keys whose rows are
+    # not valid now, since a crashed run may have written them without recording it.
+    removed = "doubt"
     if mode == "mirror":
-        left += f" UNION SELECT key FROM {snapshot}"
+        removed += " OR (in_snapshot AND NOT present)"
+    # One pass: the source's keys (each once; a duplicated key as one invalid row), the
+    # snapshot and the in-doubt keys, joined FULL OUTER on the key. At ten million rows
+    # each further join of the source with the snapshot spills to disk.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _sync_plan AS
         -- Numbered here, on the narrow plan: far cheaper than numbering the rows with values.
         SELECT *, row_number() OVER () - 1 AS rn FROM (
         SELECT * FROM (
-            SELECT c.k, c.fp, c.nn,
-                CASE WHEN s.key IS NULL THEN 'added'
-                     WHEN d.key IS NOT NULL OR s.fingerprint <> c.fp
-                          OR s.spec <> {plan.spec_hash} THEN 'changed'
+            SELECT k,
+                CASE WHEN valid THEN cur_fp ELSE 0::UBIGINT END AS fp,
+                CASE WHEN valid THEN cur_nn ELSE 0::UBIGINT END AS nn,
+                CASE WHEN NOT valid THEN 'removed'
+                     WHEN NOT in_snapshot THEN 'added'
+                     WHEN doubt OR fingerprint <> cur_fp OR spec <> {plan.spec_hash}
+                          THEN 'changed'
                      ELSE 'unchanged' END AS op,
-                s.key IS NOT NULL AS in_snapshot,
-                {delete_mask} AS del
-            FROM _sync_cur c LEFT JOIN {snapshot} s ON s.key = c.k
-            LEFT JOIN _sync_doubt d ON d.key = c.k
-            WHERE {valid} AND NOT {refused}
+                in_snapshot,
+                CASE WHEN valid THEN {delete_mask} ELSE {all_bits}::UBIGINT END AS del
+            FROM (
+                SELECT coalesce(c.k, s.key, d.key) AS k, c.fp AS cur_fp, c.nn AS cur_nn,
+                    coalesce(NOT c.dup AND c.nn <> 0 AND NOT c.proto, false) AS valid,
+                    coalesce(NOT c.dup AND {refused}, false) AS refused,
+                    c.k IS NOT NULL AS present, s.key IS NOT NULL AS in_snapshot,
+                    d.key IS NOT NULL AS doubt, s.fingerprint, s.fields_mask, s.spec
+                FROM (
+                    SELECT k, fp, nn, proto, false AS dup FROM _sync_cur
+                    WHERE k IS NOT NULL AND k NOT IN (SELECT k FROM _sync_dups)
+                    UNION ALL
+                    SELECT k, NULL, NULL, NULL, true FROM _sync_dups
+                ) c
+                FULL OUTER JOIN {snapshot} s ON s.key = c.k
+                FULL OUTER JOIN _sync_doubt d ON d.key = coalesce(c.k, s.key)
+            )
+            WHERE CASE WHEN valid THEN NOT refused ELSE {removed} END
         ) WHERE {"true" if rewrite_all else "op <> 'unchanged'"}
-        UNION ALL
-        SELECT l.key, 0::UBIGINT, 0::UBIGINT, 'removed',
-            EXISTS (SELECT 1 FROM {snapshot} s WHERE s.key = l.key), {all_bits}::UBIGINT
-        FROM ({left}) l
-        WHERE NOT EXISTS (SELECT 1 FROM _sync_cur c WHERE c.k = l.key AND {valid})
-            AND (l.key IN (SELECT key FROM _sync_doubt)
-                 OR NOT EXISTS (SELECT 1 FROM _sync_cur c WHERE c.k = l.key))
         )
         """
+    )
+    valid = (
+        "c.k IS NOT NULL AND c.nn <> 0 AND NOT c.proto AND c.k NOT IN (SELECT k FROM _sync_dups)"
     )
     counts = dict(con.execute("SELECT op, count(*) FROM _sync_plan GROUP BY op").fetchall())
     total = scalar(con, "SELECT count(*) FROM _sync_cur")
