@@ -332,7 +332,7 @@ def sync_table(
                 epoch, result.full_sync_reason = _check_epoch(
                     con, writer, spec, snapshot, epoch_key
                 )
-            _diff(con, plan, snapshot, result, mode, remove_nulls, has_rejected)
+            _diff(con, plan, snapshot, result, mode, remove_nulls, has_rejected, batch_size)
             if mode == "mirror":
                 _guard_removals(con, snapshot, result, max_delete_fraction, force)
 
@@ -468,10 +468,12 @@ def _diff(
     mode: str,
     remove_nulls: bool,
     has_rejected: bool,
+    batch_size: int,
 ) -> None:
     """Temp tables ``_sync_cur`` (key, fingerprint, field mask of every source row),
-    ``_sync_invalid`` (rows that cannot be written, with the reason) and ``_sync_plan``
-    (rows to send: added, changed, removed; every valid row when rewriting all)."""
+    ``_sync_invalid`` (rows that cannot be written, with the reason) and ``_sync_rows``
+    (rows to send: added, changed, removed, every valid row when rewriting all; numbered
+    ``rn`` from 0 and cut into ``batch_no``, with raw copies of their values)."""
     spec = plan.spec
     columns = [ident(c) for c in plan.columns]
     mask = " | ".join(f"(CAST({c} IS NOT NULL AS UBIGINT) << {i})" for i, c in enumerate(columns))
@@ -536,16 +538,21 @@ def _diff(
     removed = "doubt"
     if mode == "mirror":
         removed += " OR (in_snapshot AND NOT present)"
-    # One pass: the source's keys (each once; a duplicated key as one invalid row), the
+    # One pass: the source's rows (each key once; a duplicated key as one invalid row), the
     # snapshot and the in-doubt keys, joined FULL OUTER on the key. At ten million rows
-    # each further join of the source with the snapshot spills to disk.
+    # each further join of the source with the snapshot spills to disk. The rows to send
+    # keep raw copies of their values, numbered in the order they are stored (so a batch is
+    # a few contiguous row groups to DuckDB); rendering happens per batch, while Redis works.
+    columns = [ident(c) for c in plan.columns]
+    raw = ", ".join(f"{c} AS c{i}" for i, c in enumerate(columns))
+    nulls = ", ".join(f"NULL AS c{i}" for i in range(len(columns)))
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE _sync_plan AS
-        -- Numbered here, on the narrow plan: far cheaper than numbering the rows with values.
+        CREATE OR REPLACE TEMP TABLE _sync_rows AS
+        SELECT *, rn // {batch_size} AS batch_no FROM (
         SELECT *, row_number() OVER () - 1 AS rn FROM (
         SELECT * FROM (
-            SELECT k,
+            SELECT k, {", ".join(f"c{i}" for i in range(len(columns)))},
                 CASE WHEN valid THEN cur_fp ELSE 0::UBIGINT END AS fp,
                 CASE WHEN valid THEN cur_nn ELSE 0::UBIGINT END AS nn,
                 CASE WHEN NOT valid THEN 'removed'
@@ -560,25 +567,29 @@ def _diff(
                     coalesce(NOT c.dup AND c.nn <> 0 AND NOT c.proto, false) AS valid,
                     coalesce(NOT c.dup AND {refused}, false) AS refused,
                     c.k IS NOT NULL AS present, s.key IS NOT NULL AS in_snapshot,
-                    d.key IS NOT NULL AS doubt, s.fingerprint, s.fields_mask, s.spec
+                    d.key IS NOT NULL AS doubt, s.fingerprint, s.fields_mask, s.spec,
+                    c.* EXCLUDE (k, fp, nn, proto, dup)
                 FROM (
-                    SELECT k, fp, nn, proto, false AS dup FROM _sync_cur
-                    WHERE k IS NOT NULL AND k NOT IN (SELECT k FROM _sync_dups)
+                    SELECT *, false AS dup FROM (
+                        SELECT {plan.key_sql} AS k, hash({", ".join(columns)}) AS fp,
+                            {mask} AS nn, {_proto_sql(plan)} AS proto, {raw}
+                        FROM {spec.relation}
+                    ) WHERE k IS NOT NULL AND k NOT IN (SELECT k FROM _sync_dups)
                     UNION ALL
-                    SELECT k, NULL, NULL, NULL, true FROM _sync_dups
+                    SELECT k, NULL, NULL, NULL, {nulls}, true FROM _sync_dups
                 ) c
                 FULL OUTER JOIN {snapshot} s ON s.key = c.k
                 FULL OUTER JOIN _sync_doubt d ON d.key = coalesce(c.k, s.key)
             )
             WHERE CASE WHEN valid THEN NOT refused ELSE {removed} END
         ) WHERE {"true" if rewrite_all else "op <> 'unchanged'"}
-        )
+        ))
         """
     )
     valid = (
         "c.k IS NOT NULL AND c.nn <> 0 AND NOT c.proto AND c.k NOT IN (SELECT k FROM _sync_dups)"
     )
-    counts = dict(con.execute("SELECT op, count(*) FROM _sync_plan GROUP BY op").fetchall())
+    counts = dict(con.execute("SELECT op, count(*) FROM _sync_rows GROUP BY op").fetchall())
     total = scalar(con, "SELECT count(*) FROM _sync_cur")
     invalid = scalar(con, "SELECT count(*) FROM _sync_invalid")
     skipped = 0
@@ -606,33 +617,14 @@ def _proto_sql(plan: _Plan) -> str:
     return " OR ".join(tests) or "false"
 
 
-def _plan_rows_sql(plan: _Plan, keys: str) -> str:
-    """Plan rows in ``keys`` (a relation shaped like ``_sync_plan``) with the raw values of
-    their source row as ``c0, c1, …`` (NULL for removed rows)."""
-    raw = ", ".join(f"{ident(c)} AS c{i}" for i, c in enumerate(plan.columns))
-    nulls = ", ".join(f"NULL AS c{i}" for i in range(len(plan.columns)))
-    return f"""
-        SELECT p.*, v.* EXCLUDE (k) FROM {keys} p
-        JOIN (SELECT {plan.key_sql} AS k, {raw} FROM {plan.spec.relation}) v ON v.k = p.k
-        WHERE p.op <> 'removed'
-        UNION ALL
-        SELECT p.*, {nulls} FROM {keys} p WHERE p.op = 'removed'
-    """
-
-
-def _rendered_rows_sql(plan: _Plan, keys: str) -> str:
-    """Plan rows in ``keys`` with rendered values ``v0, v1, …``."""
-    return plan.rendered_from_raw(f"({_plan_rows_sql(plan, keys)})")
-
-
 def _samples(con: duckdb.DuckDBPyConnection, plan: _Plan, size: int) -> dict[str, list[dict]]:
     samples: dict[str, list[dict]] = {}
     names = plan.field_names
     for op in ("added", "changed", "removed"):
-        picked = f"(SELECT * FROM _sync_plan WHERE op = '{op}' ORDER BY k LIMIT {size})"
+        picked = f"(SELECT * FROM _sync_rows WHERE op = '{op}' ORDER BY k LIMIT {size})"
         rows = con.execute(
             f"SELECT k, del, {', '.join(f'v{i}' for i in range(len(names)))}"
-            f" FROM ({_rendered_rows_sql(plan, picked)}) ORDER BY k"
+            f" FROM ({plan.rendered_from_raw(picked)}) ORDER BY k"
         ).fetchall()
         samples[op] = [
             {
@@ -662,18 +654,9 @@ def _write(
 ) -> None:
     """Render batches and record their acknowledgements on this thread while a
     :class:`Sender` thread sends them."""
-    total = scalar(con, "SELECT count(*) FROM _sync_plan")
+    total = scalar(con, "SELECT count(*) FROM _sync_rows")
     if not total:
         return
-    # Only raw values are copied here, in batch order (so each batch is a few contiguous
-    # row groups to DuckDB); rendering and RESP happen per batch, while Redis is busy.
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE _sync_rows AS
-        SELECT *, rn // {batch_size} AS batch_no FROM ({_plan_rows_sql(plan, "_sync_plan")})
-        ORDER BY rn
-        """
-    )
     batches = _Batches(
         batch_size,
         total,
@@ -686,7 +669,7 @@ def _write(
     )
     render = _cluster_batches if writer.needs_rows else _standalone_batches
     name = plan.spec.name
-    begin_sending(con, name, result.run_id, batch_size, "_sync_plan")
+    begin_sending(con, name, result.run_id, batch_size, "_sync_rows")
     sender = Sender(writer)
 
     def record(acknowledgements: Iterator[tuple[int, RowErrors]]) -> None:
