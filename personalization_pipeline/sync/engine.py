@@ -545,6 +545,11 @@ def _diff(
     # a few contiguous row groups to DuckDB); rendering happens per batch, while Redis works.
     columns = [ident(c) for c in plan.columns]
     raw = ", ".join(f"{c} AS c{i}" for i, c in enumerate(columns))
+    # Raw values of a row that is not written stay NULL, so its HSET renders as nothing.
+    valid_raw = ", ".join(
+        f"CASE WHEN NOT c.dup AND c.nn <> 0 AND NOT c.proto THEN c.c{i} END AS c{i}"
+        for i in range(len(columns))
+    )
     nulls = ", ".join(f"NULL AS c{i}" for i in range(len(columns)))
     con.execute(
         f"""
@@ -568,7 +573,7 @@ def _diff(
                     coalesce(NOT c.dup AND {refused}, false) AS refused,
                     c.k IS NOT NULL AS present, s.key IS NOT NULL AS in_snapshot,
                     d.key IS NOT NULL AS doubt, s.fingerprint, s.fields_mask, s.spec,
-                    c.* EXCLUDE (k, fp, nn, proto, dup)
+                    {valid_raw}
                 FROM (
                     SELECT *, false AS dup FROM (
                         SELECT {plan.key_sql} AS k, hash({", ".join(columns)}) AS fp,
