@@ -538,26 +538,35 @@ def _diff(
     removed = "doubt"
     if mode == "mirror":
         removed += " OR (in_snapshot AND NOT present)"
-    # One pass: the source's rows (each key once; a duplicated key as one invalid row), the
-    # snapshot and the in-doubt keys, joined FULL OUTER on the key. At ten million rows
+    # The source's rows (each key once; a duplicated key as one invalid row), the snapshot
+    # and the in-doubt keys, joined FULL OUTER on the key in one pass: at ten million rows
     # each further join of the source with the snapshot spills to disk. The rows to send
-    # keep raw copies of their values, numbered in the order they are stored (so a batch is
-    # a few contiguous row groups to DuckDB); rendering happens per batch, while Redis works.
+    # get raw copies of their values (rendering happens per batch, while Redis works),
+    # numbered in the order they are stored, so a batch is a few contiguous row groups.
+    # Against an empty snapshot (a first sync, where every row is sent) the join carries the
+    # values from the source; otherwise it joins the narrow ``_sync_cur`` and the values are
+    # fetched for the rows to send only, so an unchanged table is never copied.
     columns = [ident(c) for c in plan.columns]
     raw = ", ".join(f"{c} AS c{i}" for i, c in enumerate(columns))
-    # Raw values of a row that is not written stay NULL, so its HSET renders as nothing.
-    valid_raw = ", ".join(
-        f"CASE WHEN NOT c.dup AND c.nn <> 0 AND NOT c.proto THEN c.c{i} END AS c{i}"
-        for i in range(len(columns))
-    )
+    names = ", ".join(f"c{i}" for i in range(len(columns)))
     nulls = ", ".join(f"NULL AS c{i}" for i in range(len(columns)))
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE _sync_rows AS
-        SELECT *, rn // {batch_size} AS batch_no FROM (
-        SELECT *, row_number() OVER () - 1 AS rn FROM (
+    carry = not scalar(con, f"SELECT count(*) FROM {snapshot}")
+    if carry:
+        source = (
+            f"SELECT {plan.key_sql} AS k, hash({', '.join(columns)}) AS fp, {mask} AS nn,"
+            f" {_proto_sql(plan)} AS proto, {raw} FROM {spec.relation}"
+        )
+        # Raw values of a row that is not written stay NULL: its HSET renders as nothing.
+        carried = ", " + ", ".join(
+            f"CASE WHEN NOT c.dup AND c.nn <> 0 AND NOT c.proto THEN c.c{i} END AS c{i}"
+            for i in range(len(columns))
+        )
+        dup_values = f", {nulls}"
+    else:
+        source, carried, dup_values = "SELECT k, fp, nn, proto FROM _sync_cur", "", ""
+    plan_sql = f"""
         SELECT * FROM (
-            SELECT k, {", ".join(f"c{i}" for i in range(len(columns)))},
+            SELECT k{", " + names if carry else ""},
                 CASE WHEN valid THEN cur_fp ELSE 0::UBIGINT END AS fp,
                 CASE WHEN valid THEN cur_nn ELSE 0::UBIGINT END AS nn,
                 CASE WHEN NOT valid THEN 'removed'
@@ -572,23 +581,33 @@ def _diff(
                     coalesce(NOT c.dup AND c.nn <> 0 AND NOT c.proto, false) AS valid,
                     coalesce(NOT c.dup AND {refused}, false) AS refused,
                     c.k IS NOT NULL AS present, s.key IS NOT NULL AS in_snapshot,
-                    d.key IS NOT NULL AS doubt, s.fingerprint, s.fields_mask, s.spec,
-                    {valid_raw}
+                    d.key IS NOT NULL AS doubt, s.fingerprint, s.fields_mask, s.spec{carried}
                 FROM (
-                    SELECT *, false AS dup FROM (
-                        SELECT {plan.key_sql} AS k, hash({", ".join(columns)}) AS fp,
-                            {mask} AS nn, {_proto_sql(plan)} AS proto, {raw}
-                        FROM {spec.relation}
-                    ) WHERE k IS NOT NULL AND k NOT IN (SELECT k FROM _sync_dups)
+                    SELECT *, false AS dup FROM ({source})
+                    WHERE k IS NOT NULL AND k NOT IN (SELECT k FROM _sync_dups)
                     UNION ALL
-                    SELECT k, NULL, NULL, NULL, {nulls}, true FROM _sync_dups
+                    SELECT k, NULL, NULL, NULL{dup_values}, true FROM _sync_dups
                 ) c
                 FULL OUTER JOIN {snapshot} s ON s.key = c.k
                 FULL OUTER JOIN _sync_doubt d ON d.key = coalesce(c.k, s.key)
             )
             WHERE CASE WHEN valid THEN NOT refused ELSE {removed} END
         ) WHERE {"true" if rewrite_all else "op <> 'unchanged'"}
-        ))
+    """
+    if not carry:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _sync_plan AS {plan_sql}")
+        # Removed rows match nothing: they have no values (and their key may be duplicated).
+        plan_sql = f"""
+            SELECT p.*, {names} FROM _sync_plan p
+            LEFT JOIN (SELECT {plan.key_sql} AS k, {raw} FROM {spec.relation}) v
+                ON v.k = p.k AND p.op <> 'removed'
+        """
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _sync_rows AS
+        SELECT *, rn // {batch_size} AS batch_no FROM (
+            SELECT *, row_number() OVER () - 1 AS rn FROM ({plan_sql})
+        )
         """
     )
     valid = (
