@@ -596,11 +596,14 @@ def _diff(
     """
     if not carry:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _sync_plan AS {plan_sql}")
-        # Removed rows match nothing: they have no values (and their key may be duplicated).
+        # Removed rows have no values (and their key may be duplicated in the source). An
+        # inner join, so DuckDB builds its hash table on the plan (small), not the source.
         plan_sql = f"""
-            SELECT p.*, {names} FROM _sync_plan p
-            LEFT JOIN (SELECT {plan.key_sql} AS k, {raw} FROM {spec.relation}) v
-                ON v.k = p.k AND p.op <> 'removed'
+            SELECT p.*, v.* EXCLUDE (k) FROM _sync_plan p
+            JOIN (SELECT {plan.key_sql} AS k, {raw} FROM {spec.relation}) v ON v.k = p.k
+            WHERE p.op <> 'removed'
+            UNION ALL
+            SELECT *, {nulls} FROM _sync_plan WHERE op = 'removed'
         """
     con.execute(
         f"""
