@@ -34,15 +34,16 @@ removed with HDEL, so Redis equals the warehouse. ``remove_nulls=False`` is Rudd
 behaviour. A changed mapping (spec) counts every row as changed, and its nulls are all
 removed (the old field mask means nothing under the new mapping).
 
-Crashes and lost data (see ``state.py``): the keys of each batch are recorded as *in doubt*
-before the batch goes out, so whatever kills a run, the next one resends their current
+Crashes and lost data (see ``state.py``): the rows of a batch are *in doubt* from before it
+goes out until its acknowledgement is recorded (a "sent" and an "acknowledged" marker over
+the run's plan, not key lists), so whatever kills a run, the next one resends their current
 values and removes the fields of those that left the source, in every mode. An epoch marker
 kept both in Redis and in the warehouse tells whether Redis still holds what the snapshot
 says; when it does not (restart without persistence, FLUSHALL, failover to an empty replica),
 that run rewrites every row as in ``full`` mode and says why (``full_sync_reason``).
 
 Batches are rendered to RESP by SQL ``string_agg`` (four per query) on the caller's thread,
-which also records acknowledged batches; a :class:`~personalization_pipeline.sync.sender.Sender`
+which also records the batches acknowledged meanwhile, together in one transaction; a :class:`~personalization_pipeline.sync.sender.Sender`
 thread sends them with the writer (``writer.py``) and reads the replies meanwhile. DuckDB runs
 the sync under ``memory_limit`` and spills past it, so memory follows the batch size, not the
 table.
@@ -341,7 +342,13 @@ def sync_table(
                 result.seconds = time.perf_counter() - started
                 return result
 
-            record_invalid(con, spec.name, result.run_id)
+            record_invalid(
+                con,
+                spec.name,
+                result.run_id,
+                "(SELECT k AS redis_key, fp AS fingerprint FROM _sync_cur)",
+                "(SELECT key_value, k AS redis_key, fp AS fingerprint, reason FROM _sync_invalid)",
+            )
             if epoch is None:
                 epoch = _new_epoch(con, writer, spec, epoch_key)
             _write(con, plan, snapshot, writer, result, batch_size)
@@ -684,19 +691,10 @@ def _write(
     total = scalar(con, "SELECT count(*) FROM _sync_rows")
     if not total:
         return
-    batches = _Batches(
-        batch_size,
-        total,
-        frozenset(
-            row[0]
-            for row in con.execute(
-                "SELECT DISTINCT batch_no FROM _sync_rows WHERE in_snapshot"
-            ).fetchall()
-        ),
-    )
+    batches = _Batches(batch_size, total)
     render = _cluster_batches if writer.needs_rows else _standalone_batches
     name = plan.spec.name
-    begin_sending(con, name, result.run_id, batch_size, "_sync_rows")
+    begin_sending(con, name, result.run_id, batch_size, "(SELECT rn, k AS key FROM _sync_rows)")
     sender = Sender(writer)
 
     def record(acknowledgements: Iterator[tuple[int, RowErrors]]) -> None:
@@ -722,8 +720,6 @@ class _Batches:
 
     size: int
     total: int
-    replaces: frozenset[int]
-    """Batches holding rows that are in the snapshot already."""
 
     @property
     def count(self) -> int:
@@ -736,7 +732,13 @@ class _Batches:
 
 def _batch_rows_sql(plan: _Plan) -> str:
     """Rows of batches ``?`` to ``?`` of ``_sync_rows``: rn, batch_no, key, RESP, commands."""
-    resp, commands = resp_sql(plan.field_names)
+    resp, commands = resp_sql(
+        plan.field_names,
+        key="k",
+        present="nn",
+        removed="del",
+        values=[f"v{i}" for i in range(len(plan.columns))],
+    )
     return (
         f"SELECT rn, batch_no, k, {resp} AS resp, {commands} AS ncmd FROM ("
         + plan.rendered_from_raw(
@@ -832,9 +834,9 @@ def _advance(
         result.run_id,
         snapshot,
         plan.spec_hash,
-        (first, last),
+        f"(SELECT k AS key, fp AS fingerprint, nn AS fields_mask, in_snapshot, op <> 'removed'"
+        f" AS written FROM _sync_rows WHERE batch_no BETWEEN {first} AND {last})",
         acknowledged=batches.end(settled - 1),
-        replaces=any(number in batches.replaces for number in range(first, last + 1)),
         failed=failed,
         refused=not fatal,
     )

@@ -116,31 +116,35 @@ def render_sql(expr: str, duck_type: str, text: str | None = None) -> str:
     )
 
 
-def resp_sql(field_names: Sequence[str]) -> tuple[str, str]:
-    """(RESP text of a row of ``_sync_rows``, number of commands it holds).
+def resp_sql(
+    field_names: Sequence[str], *, key: str, present: str, removed: str, values: Sequence[str]
+) -> tuple[str, str]:
+    """(RESP text of a row, number of commands it holds), from SQL expressions for the row's
+    Redis ``key``, the bit masks of the fields it has (``present``: HSET) and of those to
+    remove (``removed``: HDEL), and its rendered ``values`` (NULL where absent).
 
     One flat ``concat`` per row: it skips NULLs, so each piece of a null field's fragment is
     NULL and vanishes. Nested ``concat`` per field (or chains of ``||``) copy every fragment
-    once more, which made rendering half again as slow. A row's values are NULL when its
-    field mask ``nn`` is 0, so its HSET vanishes whole.
+    once more, which made rendering half again as slow. The values must all be NULL when
+    ``present`` is 0, so that the row's HSET vanishes whole.
     """
     crlf = literal(_CRLF)
-    head = f"{literal(_CRLF + '$')}, strlen(k), {crlf}, k, {crlf}"
+    head = f"{literal(_CRLF + '$')}, strlen({key}), {crlf}, {key}, {crlf}"
     hset_fields = ", ".join(
-        f"CASE WHEN v{i} IS NOT NULL THEN {literal(_resp_bulk(name) + '$')} END, strlen(v{i}),"
-        f" CASE WHEN v{i} IS NOT NULL THEN {crlf} END, v{i},"
-        f" CASE WHEN v{i} IS NOT NULL THEN {crlf} END"
-        for i, name in enumerate(field_names)
+        f"CASE WHEN {value} IS NOT NULL THEN {literal(_resp_bulk(name) + '$')} END,"
+        f" strlen({value}), CASE WHEN {value} IS NOT NULL THEN {crlf} END, {value},"
+        f" CASE WHEN {value} IS NOT NULL THEN {crlf} END"
+        for name, value in zip(field_names, values, strict=True)
     )
     hdel_fields = ", ".join(
-        f"CASE WHEN (del >> {i}) & 1 = 1 THEN {literal(_resp_bulk(name))} END"
+        f"CASE WHEN ({removed} >> {i}) & 1 = 1 THEN {literal(_resp_bulk(name))} END"
         for i, name in enumerate(field_names)
     )
     resp = (
-        f"concat(CASE WHEN nn <> 0 THEN concat('*', 2 + 2 * bit_count(nn),"
+        f"concat(CASE WHEN {present} <> 0 THEN concat('*', 2 + 2 * bit_count({present}),"
         f" {literal(_CRLF + '$4' + _CRLF + 'HSET')}, {head}) END, {hset_fields},"
-        f" CASE WHEN del <> 0 THEN concat('*', 2 + bit_count(del),"
+        f" CASE WHEN {removed} <> 0 THEN concat('*', 2 + bit_count({removed}),"
         f" {literal(_CRLF + '$4' + _CRLF + 'HDEL')}, {head}, {hdel_fields}) END)"
     )
-    commands = "CAST(nn <> 0 AS INTEGER) + CAST(del <> 0 AS INTEGER)"
+    commands = f"CAST({present} <> 0 AS INTEGER) + CAST({removed} <> 0 AS INTEGER)"
     return resp, commands

@@ -23,8 +23,9 @@
   finish leaves its marker; the next one copies that window into ``sync.in_doubt`` (keys)
   before it replaces the plan, and a run that succeeds forgets them all.
 
-:func:`record_invalid` reads the diff's temp tables ``_sync_cur`` and ``_sync_invalid``;
-:func:`record_acknowledged` reads the run's rows to send, ``_sync_rows``.
+This module owns these tables and every statement that writes them. It speaks only their
+own column names: the engine hands it its work rows as relations in those names (its temp
+tables and their columns are the engine's business).
 """
 
 from __future__ import annotations
@@ -109,21 +110,28 @@ def log_run(con, result: SyncResult, started: float, status: str, error: str | N
     )
 
 
-def record_invalid(con: duckdb.DuckDBPyConnection, name: str, run_id: str) -> None:
-    """Replace this sync's invalid rows; drop refused rows that changed since (retry them)."""
+def record_invalid(
+    con: duckdb.DuckDBPyConnection, name: str, run_id: str, current: str, invalid: str
+) -> None:
+    """Replace this sync's invalid rows; drop refused rows that changed since (retry them).
+
+    ``current``: a relation of every source row's ``redis_key`` and ``fingerprint``;
+    ``invalid``: one of the rows that cannot be written (``key_value``, ``redis_key``,
+    ``fingerprint``, ``reason``)."""
     with transaction(con):
         con.execute(
             "DELETE FROM sync.rejected_rows WHERE sync_name = ? AND kind = 'invalid'", [name]
         )
         if scalar(con, "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ?", [name]):
             con.execute(
-                "DELETE FROM sync.rejected_rows r WHERE sync_name = ? AND NOT EXISTS"
-                " (SELECT 1 FROM _sync_cur c WHERE c.k = r.redis_key AND c.fp = r.fingerprint)",
+                f"DELETE FROM sync.rejected_rows r WHERE sync_name = ? AND NOT EXISTS"
+                f" (SELECT 1 FROM {current} c WHERE c.redis_key = r.redis_key"
+                " AND c.fingerprint = r.fingerprint)",
                 [name],
             )
         con.execute(
-            "INSERT INTO sync.rejected_rows SELECT ?, ?, key_value, k, fp, reason, 'invalid', now()"
-            " FROM _sync_invalid",
+            "INSERT INTO sync.rejected_rows SELECT ?, ?, key_value, redis_key, fingerprint,"
+            f" reason, 'invalid', now() FROM {invalid}",
             [name, run_id],
         )
 
@@ -162,7 +170,8 @@ def begin_sending(
     con: duckdb.DuckDBPyConnection, name: str, run_id: str, batch_size: int, plan: str
 ) -> None:
     """Keep the window of a run that did not finish as keys, then record this run's plan
-    (``plan``: a relation with ``rn`` and ``k``) with nothing sent yet."""
+    (``plan``: a relation of the rows to send, ``key`` and its position ``rn`` from 0) with
+    nothing sent yet."""
     pending = _pending(name)
     with transaction(con):
         if table_exists(con, "sync", f"pending_{name}"):
@@ -173,7 +182,7 @@ def begin_sending(
                 [name],
             )
         con.execute("DELETE FROM sync.sending WHERE sync_name = ?", [name])
-        con.execute(f"CREATE OR REPLACE TABLE {pending} AS SELECT rn, k AS key FROM {plan}")
+        con.execute(f"CREATE OR REPLACE TABLE {pending} AS SELECT rn, key FROM {plan}")
         con.execute("INSERT INTO sync.sending VALUES (?, ?, ?, 0, 0)", [name, run_id, batch_size])
 
 
@@ -188,41 +197,39 @@ def record_acknowledged(
     run_id: str,
     snapshot: str,
     spec_hash: int,
-    batches: tuple[int, int],
+    rows: str,
     acknowledged: int,
-    replaces: bool,
     failed: list[tuple[str, str]],
     refused: bool,
 ) -> None:
-    """Move the rows of batches ``batches`` (first, last) of ``_sync_rows`` that Redis
-    acknowledged into the snapshot; ``failed`` rows (key, error) stay out of it, and those
-    Redis ``refused`` for their data go to the rejected rows. ``acknowledged``: rows of the
-    plan no longer in doubt. ``replaces``: some rows are in the snapshot already."""
-    first, last = batches
+    """Move the ``rows`` Redis acknowledged into the snapshot, in one transaction.
+
+    ``rows``: a relation of the rows sent (``key``, ``fingerprint``, ``fields_mask``,
+    ``in_snapshot``: the snapshot has the key already, ``written``: false when its fields were
+    removed). ``failed`` rows (key, error) stay out of the snapshot, and those Redis
+    ``refused`` for their data go to the rejected rows. ``acknowledged``: rows of the plan no
+    longer in doubt."""
     excluded = "false"
     with transaction(con):
         if failed:
-            con.execute("CREATE OR REPLACE TEMP TABLE _sync_failed (k VARCHAR, reason VARCHAR)")
+            con.execute("CREATE OR REPLACE TEMP TABLE _sync_failed (key VARCHAR, reason VARCHAR)")
             con.executemany("INSERT INTO _sync_failed VALUES (?, ?)", [list(f) for f in failed])
-            excluded = "k IN (SELECT k FROM _sync_failed)"
+            excluded = "key IN (SELECT key FROM _sync_failed)"
             if refused:
                 con.execute(
-                    "INSERT INTO sync.rejected_rows SELECT ?, ?, NULL, r.k, r.fp,"
+                    "INSERT INTO sync.rejected_rows SELECT ?, ?, NULL, r.key, r.fingerprint,"
                     " 'Redis refused the write: ' || f.reason, 'write', now()"
-                    " FROM _sync_rows r JOIN _sync_failed f USING (k)"
-                    " WHERE r.batch_no BETWEEN ? AND ?",
-                    [name, run_id, first, last],
+                    f" FROM {rows} r JOIN _sync_failed f USING (key)",
+                    [name, run_id],
                 )
-        if replaces:
+        if scalar(con, f"SELECT count(*) FROM {rows} WHERE in_snapshot"):
             con.execute(
-                f"DELETE FROM {snapshot} WHERE key IN (SELECT k FROM _sync_rows"
-                f" WHERE batch_no BETWEEN ? AND ? AND in_snapshot AND NOT ({excluded}))",
-                [first, last],
+                f"DELETE FROM {snapshot} WHERE key IN (SELECT key FROM {rows}"
+                f" WHERE in_snapshot AND NOT ({excluded}))"
             )
         con.execute(
-            f"INSERT INTO {snapshot} SELECT k, fp, nn, {spec_hash} FROM _sync_rows"
-            f" WHERE batch_no BETWEEN ? AND ? AND op <> 'removed' AND NOT ({excluded})",
-            [first, last],
+            f"INSERT INTO {snapshot} SELECT key, fingerprint, fields_mask, {spec_hash}"
+            f" FROM {rows} WHERE written AND NOT ({excluded})"
         )
         con.execute(
             "UPDATE sync.sending SET acknowledged = ? WHERE sync_name = ?", [acknowledged, name]
