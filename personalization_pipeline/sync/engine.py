@@ -43,10 +43,10 @@ says; when it does not (restart without persistence, FLUSHALL, failover to an em
 that run rewrites every row as in ``full`` mode and says why (``full_sync_reason``).
 
 Batches are rendered to RESP by SQL ``string_agg`` (four per query) on the caller's thread,
-which also records the batches acknowledged meanwhile, together in one transaction; a :class:`~personalization_pipeline.sync.sender.Sender`
-thread sends them with the writer (``writer.py``) and reads the replies meanwhile. DuckDB runs
-the sync under ``memory_limit`` and spills past it, so memory follows the batch size, not the
-table.
+which also records the batches acknowledged meanwhile, together in one transaction; a
+:class:`~personalization_pipeline.sync.sender.Sender` thread sends them with the writer
+(``writer.py``) and reads the replies meanwhile. DuckDB runs the sync under ``memory_limit``
+and spills past it, so memory follows the batch size, not the table.
 """
 
 from __future__ import annotations
@@ -333,7 +333,7 @@ def sync_table(
                 epoch, result.full_sync_reason = _check_epoch(
                     con, writer, spec, snapshot, epoch_key
                 )
-            _diff(con, plan, snapshot, result, mode, remove_nulls, has_rejected, batch_size)
+            _diff(con, plan, snapshot, result, mode, remove_nulls, has_rejected)
             if mode == "mirror":
                 _guard_removals(con, snapshot, result, max_delete_fraction, force)
 
@@ -475,12 +475,11 @@ def _diff(
     mode: str,
     remove_nulls: bool,
     has_rejected: bool,
-    batch_size: int,
 ) -> None:
     """Temp tables ``_sync_cur`` (key, fingerprint, field mask of every source row),
     ``_sync_invalid`` (rows that cannot be written, with the reason) and ``_sync_rows``
-    (rows to send: added, changed, removed, every valid row when rewriting all; numbered
-    ``rn`` from 0 and cut into ``batch_no``, with raw copies of their values)."""
+    (rows to send: added, changed, removed, every valid row when rewriting all, with raw
+    copies of their values; see :func:`_rows` for how they are numbered)."""
     spec = plan.spec
     columns = [ident(c) for c in plan.columns]
     mask = " | ".join(f"(CAST({c} IS NOT NULL AS UBIGINT) << {i})" for i, c in enumerate(columns))
@@ -612,14 +611,9 @@ def _diff(
             UNION ALL
             SELECT *, {nulls} FROM _sync_plan WHERE op = 'removed'
         """
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE _sync_rows AS
-        SELECT *, rn // {batch_size} AS batch_no FROM (
-            SELECT *, row_number() OVER () - 1 AS rn FROM ({plan_sql})
-        )
-        """
-    )
+    # Numbered by its rowid (0 to n - 1 in the order stored, as it is made in one statement):
+    # no window to number it, and a batch's rows are one rowid range DuckDB seeks to.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _sync_rows AS {plan_sql}")
     valid = (
         "c.k IS NOT NULL AND c.nn <> 0 AND NOT c.proto AND c.k NOT IN (SELECT k FROM _sync_dups)"
     )
@@ -694,7 +688,7 @@ def _write(
     batches = _Batches(batch_size, total)
     render = _cluster_batches if writer.needs_rows else _standalone_batches
     name = plan.spec.name
-    begin_sending(con, name, result.run_id, batch_size, "(SELECT rn, k AS key FROM _sync_rows)")
+    begin_sending(con, name, result.run_id, batch_size)
     sender = Sender(writer)
 
     def record(acknowledgements: Iterator[tuple[int, RowErrors]]) -> None:
@@ -705,7 +699,8 @@ def _write(
             last = min(first + RENDERED_TOGETHER, batches.count) - 1
             rendered = render(con, plan, batch_size, first, last)
             # Committed before any of these batches leaves the process.
-            mark_sent(con, name, batches.end(last))
+            span = _rows(first * batch_size, batches.end(last), "rowid AS rn, k AS key")
+            mark_sent(con, name, span, batches.end(last))
             for number, batch in enumerate(rendered, first):
                 sender.put(number, batch)
             record(sender.acknowledged())
@@ -716,7 +711,7 @@ def _write(
 
 @dataclass(frozen=True)
 class _Batches:
-    """How the rows to send (``rn`` 0 to total - 1, in ``_sync_rows``) are cut into batches."""
+    """How the rows to send (0 to total - 1, in ``_sync_rows``) are cut into batches."""
 
     size: int
     total: int
@@ -730,8 +725,13 @@ class _Batches:
         return min((number + 1) * self.size, self.total)
 
 
-def _batch_rows_sql(plan: _Plan) -> str:
-    """Rows of batches ``?`` to ``?`` of ``_sync_rows``: rn, batch_no, key, RESP, commands."""
+def _rows(start: int, end: int, columns: str = "*") -> str:
+    """Rows ``start`` to ``end`` - 1 of ``_sync_rows`` (numbered by rowid from 0)."""
+    return f"(SELECT {columns} FROM _sync_rows WHERE rowid >= {start} AND rowid < {end})"
+
+
+def _batch_rows_sql(plan: _Plan, batch_size: int, first: int, last: int) -> str:
+    """Rows of batches ``first`` to ``last``: rn, batch_no, key, RESP, commands."""
     resp, commands = resp_sql(
         plan.field_names,
         key="k",
@@ -739,11 +739,11 @@ def _batch_rows_sql(plan: _Plan) -> str:
         removed="del",
         values=[f"v{i}" for i in range(len(plan.columns))],
     )
+    numbered = f"*, rowid AS rn, rowid // {batch_size} AS batch_no"
+    rows = _rows(first * batch_size, (last + 1) * batch_size, numbered)
     return (
         f"SELECT rn, batch_no, k, {resp} AS resp, {commands} AS ncmd FROM ("
-        + plan.rendered_from_raw(
-            "_sync_rows WHERE batch_no BETWEEN ? AND ?", "rn, batch_no, k, nn, del"
-        )
+        + plan.rendered_from_raw(rows, "rn, batch_no, k, nn, del")
         + ")"
     )
 
@@ -756,9 +756,9 @@ def _standalone_batches(
     Rows are joined in no particular order (sorting them cost a third of the rendering):
     each names its key, which is how a failed reply finds its row."""
     rendered = con.execute(
-        f"SELECT encode(string_agg(resp, '')), sum(ncmd) FROM ({_batch_rows_sql(plan)})"
-        " GROUP BY batch_no ORDER BY batch_no",
-        [first, last],
+        "SELECT encode(string_agg(resp, '')), sum(ncmd)"
+        f" FROM ({_batch_rows_sql(plan, batch_size, first, last)})"
+        " GROUP BY batch_no ORDER BY batch_no"
     ).fetchall()
     return [Batch(commands=int(commands), payload=payload) for payload, commands in rendered]
 
@@ -768,8 +768,8 @@ def _cluster_batches(
 ) -> list[Batch]:
     """Batches ``first`` to ``last`` with per-row keys and RESP, grouped by node when sent."""
     rows = con.execute(
-        f"SELECT batch_no, k, resp, ncmd FROM ({_batch_rows_sql(plan)}) ORDER BY rn",
-        [first, last],
+        f"SELECT batch_no, k, resp, ncmd FROM ({_batch_rows_sql(plan, batch_size, first, last)})"
+        " ORDER BY rn"
     ).fetchall()
     batches = []
     for number in range(first, last + 1):
@@ -834,8 +834,12 @@ def _advance(
         result.run_id,
         snapshot,
         plan.spec_hash,
-        f"(SELECT k AS key, fp AS fingerprint, nn AS fields_mask, in_snapshot, op <> 'removed'"
-        f" AS written FROM _sync_rows WHERE batch_no BETWEEN {first} AND {last})",
+        _rows(
+            batches.end(first - 1),
+            batches.end(last),
+            "k AS key, fp AS fingerprint, nn AS fields_mask, in_snapshot,"
+            " op <> 'removed' AS written",
+        ),
         acknowledged=batches.end(settled - 1),
         failed=failed,
         refused=not fatal,

@@ -166,12 +166,9 @@ def in_doubt_keys(con: duckdb.DuckDBPyConnection, name: str) -> str:
     return f"(SELECT DISTINCT key FROM ({' UNION ALL '.join(parts)}))"
 
 
-def begin_sending(
-    con: duckdb.DuckDBPyConnection, name: str, run_id: str, batch_size: int, plan: str
-) -> None:
-    """Keep the window of a run that did not finish as keys, then record this run's plan
-    (``plan``: a relation of the rows to send, ``key`` and its position ``rn`` from 0) with
-    nothing sent yet."""
+def begin_sending(con: duckdb.DuckDBPyConnection, name: str, run_id: str, batch_size: int) -> None:
+    """Keep the window of a run that did not finish as keys, then start this run's plan
+    with nothing sent yet."""
     pending = _pending(name)
     with transaction(con):
         if table_exists(con, "sync", f"pending_{name}"):
@@ -182,13 +179,17 @@ def begin_sending(
                 [name],
             )
         con.execute("DELETE FROM sync.sending WHERE sync_name = ?", [name])
-        con.execute(f"CREATE OR REPLACE TABLE {pending} AS SELECT rn, key FROM {plan}")
+        con.execute(f"CREATE OR REPLACE TABLE {pending} (rn BIGINT NOT NULL, key VARCHAR)")
         con.execute("INSERT INTO sync.sending VALUES (?, ?, ?, 0, 0)", [name, run_id, batch_size])
 
 
-def mark_sent(con: duckdb.DuckDBPyConnection, name: str, rows: int) -> None:
-    """The first ``rows`` rows of the plan may be sent: committed before any of them is."""
-    con.execute("UPDATE sync.sending SET sent = ? WHERE sync_name = ?", [rows, name])
+def mark_sent(con: duckdb.DuckDBPyConnection, name: str, rows: str, sent: int) -> None:
+    """Add ``rows`` (the plan's next rows to send: ``key`` and its position ``rn`` from 0)
+    to the plan and mark the first ``sent`` rows as sent, committed before any goes out.
+    Written span by span, the plan costs nothing before the first batch can leave."""
+    with transaction(con):
+        con.execute(f"INSERT INTO {_pending(name)} SELECT rn, key FROM {rows}")
+        con.execute("UPDATE sync.sending SET sent = ? WHERE sync_name = ?", [sent, name])
 
 
 def record_acknowledged(
