@@ -56,9 +56,10 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import duckdb
@@ -101,6 +102,7 @@ from personalization_pipeline.sync.state import (
     write_epoch,
 )
 from personalization_pipeline.sync.writer import Batch, RowErrors, Writer, make_writer
+from personalization_pipeline.warehouse.transaction import transaction
 
 __all__ = [
     "MODES",
@@ -691,19 +693,22 @@ def _write(
     begin_sending(con, name, result.run_id, batch_size)
     sender = Sender(writer)
 
-    def record(acknowledgements: Iterator[tuple[int, RowErrors]]) -> None:
-        _record(con, plan, snapshot, result, batches, acknowledgements)
+    def record(
+        acknowledgements: Iterator[tuple[int, RowErrors]], then: Callable[[], None] | None = None
+    ) -> None:
+        _record(con, plan, snapshot, result, batches, acknowledgements, then)
 
     try:
         for first in range(0, batches.count, RENDERED_TOGETHER):
             last = min(first + RENDERED_TOGETHER, batches.count) - 1
             rendered = render(con, plan, batch_size, first, last)
-            # Committed before any of these batches leaves the process.
             span = _rows(first * batch_size, batches.end(last), "rowid AS rn, k AS key")
-            mark_sent(con, name, span, batches.end(last))
+            # Committed before any of these batches leaves the process, in the transaction
+            # that records the acknowledgements that came meanwhile: a commit costs as much
+            # as rendering a batch, so one per span.
+            record(sender.acknowledged(), partial(mark_sent, con, name, span, batches.end(last)))
             for number, batch in enumerate(rendered, first):
                 sender.put(number, batch)
-            record(sender.acknowledged())
         record(sender.finish())
     finally:
         sender.stop()
@@ -793,17 +798,33 @@ def _record(
     result: SyncResult,
     batches: _Batches,
     acknowledgements: Iterator[tuple[int, RowErrors]],
+    then: Callable[[], None] | None = None,
 ) -> None:
-    """Move the rows of every batch acknowledged so far into the snapshot in one transaction
-    (a commit per batch would cost more than rendering it); record refused rows. A failure
-    of the sender is raised after the acknowledgements that came before it are recorded."""
+    """Move the rows of every batch acknowledged so far into the snapshot in one transaction,
+    record refused rows, and run ``then`` in the same transaction unless something failed.
+    A failure of the sender is raised after the acknowledgements that came before it are
+    recorded; so is a write Redis refused for a reason other than the row's data."""
     acknowledged: list[tuple[int, RowErrors]] = []
+    failure: BaseException | None = None
     try:
         for acknowledgement in acknowledgements:
             acknowledged.append(acknowledgement)
-    finally:
-        if acknowledged:
-            _advance(con, plan, snapshot, result, batches, acknowledged)
+    except BaseException as error:  # raised below, once what came before it is recorded
+        failure = error
+    fatal: list[str] = []
+    if acknowledged or then is not None:
+        with transaction(con):
+            if acknowledged:
+                fatal = _advance(con, plan, snapshot, result, batches, acknowledged)
+            if then is not None and failure is None and not fatal:
+                then()
+    if failure is not None:
+        raise failure
+    if fatal:
+        raise SyncError(
+            f"sync {plan.spec.name}: Redis refused {len(fatal)} write(s), e.g. {fatal[0]!r};"
+            f" fix Redis, then {RERUN}"
+        )
 
 
 def _advance(
@@ -813,9 +834,9 @@ def _advance(
     result: SyncResult,
     batches: _Batches,
     acknowledged: list[tuple[int, RowErrors]],
-) -> None:
-    """Record acknowledged batches (consecutive numbers); raise if Redis refused a write for
-    a reason other than the row's data."""
+) -> list[str]:
+    """Record acknowledged batches (consecutive numbers) in the caller's transaction; the
+    errors of writes Redis refused for a reason other than the row's data."""
     first, last = acknowledged[0][0], acknowledged[-1][0]
     failed = [error for _, errors in acknowledged for error in errors]
     fatal = [message for _, message in failed if not message.startswith(ROW_ERRORS)]
@@ -845,8 +866,4 @@ def _advance(
         refused=not fatal,
     )
     result.rows_written += batches.end(last) - batches.end(first - 1) - len(failed)
-    if fatal:
-        raise SyncError(
-            f"sync {plan.spec.name}: Redis refused {len(fatal)} write(s), e.g. {fatal[0]!r};"
-            f" fix Redis, then {RERUN}"
-        )
+    return fatal

@@ -186,10 +186,10 @@ def begin_sending(con: duckdb.DuckDBPyConnection, name: str, run_id: str, batch_
 def mark_sent(con: duckdb.DuckDBPyConnection, name: str, rows: str, sent: int) -> None:
     """Add ``rows`` (the plan's next rows to send: ``key`` and its position ``rn`` from 0)
     to the plan and mark the first ``sent`` rows as sent, committed before any goes out.
-    Written span by span, the plan costs nothing before the first batch can leave."""
-    with transaction(con):
-        con.execute(f"INSERT INTO {_pending(name)} SELECT rn, key FROM {rows}")
-        con.execute("UPDATE sync.sending SET sent = ? WHERE sync_name = ?", [sent, name])
+    Written span by span, the plan costs nothing before the first batch can leave. Call it
+    in a transaction (the engine's, which also records acknowledgements)."""
+    con.execute(f"INSERT INTO {_pending(name)} SELECT rn, key FROM {rows}")
+    con.execute("UPDATE sync.sending SET sent = ? WHERE sync_name = ?", [sent, name])
 
 
 def record_acknowledged(
@@ -209,32 +209,31 @@ def record_acknowledged(
     ``in_snapshot``: the snapshot has the key already, ``written``: false when its fields were
     removed). ``failed`` rows (key, error) stay out of the snapshot, and those Redis
     ``refused`` for their data go to the rejected rows. ``acknowledged``: rows of the plan no
-    longer in doubt."""
+    longer in doubt. Call it in a transaction (the engine's, see :func:`mark_sent`)."""
     excluded = "false"
-    with transaction(con):
-        if failed:
-            con.execute("CREATE OR REPLACE TEMP TABLE _sync_failed (key VARCHAR, reason VARCHAR)")
-            con.executemany("INSERT INTO _sync_failed VALUES (?, ?)", [list(f) for f in failed])
-            excluded = "key IN (SELECT key FROM _sync_failed)"
-            if refused:
-                con.execute(
-                    "INSERT INTO sync.rejected_rows SELECT ?, ?, NULL, r.key, r.fingerprint,"
-                    " 'Redis refused the write: ' || f.reason, 'write', now()"
-                    f" FROM {rows} r JOIN _sync_failed f USING (key)",
-                    [name, run_id],
-                )
-        if scalar(con, f"SELECT count(*) FROM {rows} WHERE in_snapshot"):
+    if failed:
+        con.execute("CREATE OR REPLACE TEMP TABLE _sync_failed (key VARCHAR, reason VARCHAR)")
+        con.executemany("INSERT INTO _sync_failed VALUES (?, ?)", [list(f) for f in failed])
+        excluded = "key IN (SELECT key FROM _sync_failed)"
+        if refused:
             con.execute(
-                f"DELETE FROM {snapshot} WHERE key IN (SELECT key FROM {rows}"
-                f" WHERE in_snapshot AND NOT ({excluded}))"
+                "INSERT INTO sync.rejected_rows SELECT ?, ?, NULL, r.key, r.fingerprint,"
+                " 'Redis refused the write: ' || f.reason, 'write', now()"
+                f" FROM {rows} r JOIN _sync_failed f USING (key)",
+                [name, run_id],
             )
+    if scalar(con, f"SELECT count(*) FROM {rows} WHERE in_snapshot"):
         con.execute(
-            f"INSERT INTO {snapshot} SELECT key, fingerprint, fields_mask, {spec_hash}"
-            f" FROM {rows} WHERE written AND NOT ({excluded})"
+            f"DELETE FROM {snapshot} WHERE key IN (SELECT key FROM {rows}"
+            f" WHERE in_snapshot AND NOT ({excluded}))"
         )
-        con.execute(
-            "UPDATE sync.sending SET acknowledged = ? WHERE sync_name = ?", [acknowledged, name]
-        )
+    con.execute(
+        f"INSERT INTO {snapshot} SELECT key, fingerprint, fields_mask, {spec_hash}"
+        f" FROM {rows} WHERE written AND NOT ({excluded})"
+    )
+    con.execute(
+        "UPDATE sync.sending SET acknowledged = ? WHERE sync_name = ?", [acknowledged, name]
+    )
 
 
 def forget_in_doubt(con: duckdb.DuckDBPyConnection, name: str) -> None:
