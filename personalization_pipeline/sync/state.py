@@ -16,9 +16,9 @@
 - Rows in doubt: sent, or about to be, but not acknowledged. After a crash they may or may
   not be in Redis, so the next run resends their current values and removes the fields of
   those that left the source. A run keeps them as markers, not key lists: its plan's keys in
-  send order (``sync.pending_<name>``, written once when sending starts) and, in
-  ``sync.sending``, how many of them were sent and how many acknowledged. The "sent" marker is
-  committed *before* the rows it covers go out, the "acknowledged" one in the transaction
+  send order (``sync.pending_<name>``, appended span by span) and, in ``sync.sending``, how
+  many of them were sent and how many acknowledged. The "sent" marker (with the keys it
+  covers) is committed *before* those rows go out, the "acknowledged" one in the transaction
   that moves them into the snapshot; the rows between the two are in doubt. A run that did not
   finish leaves its marker; the next one copies that window into ``sync.in_doubt`` (keys)
   before it replaces the plan, and a run that succeeds forgets them all.
