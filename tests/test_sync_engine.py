@@ -20,7 +20,12 @@ from personalization_pipeline.sync.identify import (
     user_key,
 )
 from personalization_pipeline.sync.redis_config import RedisDestination, RedisUnavailable, connect
-from personalization_pipeline.sync.writer import REDIRECT_ROUNDS, ClusterWriter, StandaloneWriter
+from personalization_pipeline.sync.writer import (
+    REDIRECT_ROUNDS,
+    Batch,
+    ClusterWriter,
+    StandaloneWriter,
+)
 from tests.conftest import free_port, start_redis_server
 from tests.redis_fixtures import (
     begin_migration,
@@ -605,3 +610,23 @@ def test_duckdb_runs_the_sync_under_its_memory_limit_and_gets_its_own_back(con, 
     for _ in range(2):
         sync_table(con, redis_client, seen, mode="full", memory_limit="200MB")
         assert con.execute(limit).fetchone()[0] == "2.7 GiB"
+
+
+def test_a_failed_reply_finds_its_row_by_the_key_its_command_names(redis_client):
+    """Standalone batches join rows in any order, so replies map to rows through the keys
+    in the payload; a row's HSET and HDEL are one row, and a key may hold CR LF."""
+    odd = "user:a\r\nb"
+    payload = (
+        b"*4\r\n$4\r\nHSET\r\n$6\r\nuser:1\r\n$1\r\na\r\n$1\r\n1\r\n"
+        b"*3\r\n$4\r\nHDEL\r\n$6\r\nuser:1\r\n$1\r\nb\r\n"
+        + f"*4\r\n$4\r\nHSET\r\n${len(odd)}\r\n{odd}\r\n$1\r\na\r\n$1\r\n2\r\n".encode()
+        + b"*4\r\n$4\r\nHSET\r\n$6\r\nuser:3\r\n$1\r\na\r\n$1\r\n3\r\n"
+    )
+    redis_client.set(odd, "a string, not a hash")
+    writer = StandaloneWriter(redis_client)
+    writer.send(Batch(commands=4, payload=payload))
+    errors = writer.receive()
+    writer.close()
+    assert [key for key, _ in errors] == [odd]
+    assert errors[0][1].startswith("WRONGTYPE")
+    assert redis_client.hgetall("user:3") == {"a": "3"}

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from personalization_pipeline.keys import sync_epoch_key
+from personalization_pipeline.sync import engine
 from personalization_pipeline.sync.engine import sync_table
 from personalization_pipeline.sync.redis_config import RedisDestination, RedisUnavailable, connect
 from personalization_pipeline.sync.writer import StandaloneWriter
@@ -258,3 +259,44 @@ def test_kill_9_with_batches_in_flight_then_reverted_and_deleted_rows(
         assert not redis_client.exists(f"user:{user}"), f"{user} was deleted but kept its fields"
     assert con.execute("SELECT count(*) FROM sync.in_doubt").fetchone()[0] == 0
     con.close()
+
+
+def test_rows_in_doubt_outlive_a_second_failed_run(con, redis_client, monkeypatch):
+    """A run dies with a batch written but not recorded; the next dies before sending
+    anything, having replaced the plan the first run's markers point into; the third still
+    repairs the rows of the first run's window, here a user deleted meanwhile."""
+    load(con, 3000)
+
+    class LosesSecondReply(StandaloneWriter):
+        received = 0
+
+        def receive(self):
+            self.received += 1
+            if self.received == 2:
+                raise redis.ConnectionError("Connection reset by peer (injected)")
+            return super().receive()
+
+    with pytest.raises(RedisUnavailable):
+        sync_table(con, LosesSecondReply(redis_client), SPEC, batch_size=1000)
+    snapshot = con.execute("SELECT key FROM sync.snapshot_user_profiles").fetchall()
+    recorded = {row[0] for row in snapshot}
+    unrecorded = sorted(set(redis_hashes(redis_client)) - recorded)
+    assert len(unrecorded) == 1000, "the second batch reached Redis but not the snapshot"
+    gone = unrecorded[0].removeprefix("user:")
+    con.execute("DELETE FROM user_profiles WHERE user_id = ?", [gone])
+
+    def fails(*args):
+        raise OSError("No space left on device (injected)")
+
+    # The second run replaces the plan, then dies before it marks anything as sent.
+    monkeypatch.setattr(engine, "mark_sent", fails)
+    with pytest.raises(RedisUnavailable):
+        sync_table(con, redis_client, SPEC, batch_size=1000)
+    monkeypatch.undo()
+    assert redis_client.exists(f"user:{gone}")  # nothing was sent
+
+    sync_table(con, redis_client, SPEC, batch_size=1000)
+    assert not redis_client.exists(f"user:{gone}")
+    assert redis_hashes(redis_client) == expected_hashes(con)
+    assert con.execute("SELECT count(*) FROM sync.in_doubt").fetchone()[0] == 0
+    assert con.execute("SELECT count(*) FROM sync.sending").fetchone()[0] == 0

@@ -34,18 +34,19 @@ removed with HDEL, so Redis equals the warehouse. ``remove_nulls=False`` is Rudd
 behaviour. A changed mapping (spec) counts every row as changed, and its nulls are all
 removed (the old field mask means nothing under the new mapping).
 
-Crashes and lost data (see ``state.py``): the keys of each batch are recorded as *in doubt*
-before the batch goes out, so whatever kills a run, the next one resends their current
+Crashes and lost data (see ``state.py``): the rows of a batch are *in doubt* from before it
+goes out until its acknowledgement is recorded (a "sent" and an "acknowledged" marker over
+the run's plan, not key lists), so whatever kills a run, the next one resends their current
 values and removes the fields of those that left the source, in every mode. An epoch marker
 kept both in Redis and in the warehouse tells whether Redis still holds what the snapshot
 says; when it does not (restart without persistence, FLUSHALL, failover to an empty replica),
 that run rewrites every row as in ``full`` mode and says why (``full_sync_reason``).
 
 Batches are rendered to RESP by SQL ``string_agg`` (four per query) on the caller's thread,
-which also records acknowledged batches; a :class:`~personalization_pipeline.sync.sender.Sender`
-thread sends them with the writer (``writer.py``) and reads the replies meanwhile. DuckDB runs
-the sync under ``memory_limit`` and spills past it, so memory follows the batch size, not the
-table.
+which also records the batches acknowledged meanwhile, together in one transaction; a
+:class:`~personalization_pipeline.sync.sender.Sender` thread sends them with the writer
+(``writer.py``) and reads the replies meanwhile. DuckDB runs the sync under ``memory_limit``
+and spills past it, so memory follows the batch size, not the table.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import duckdb
@@ -81,22 +83,25 @@ from personalization_pipeline.sync.render import (
     register_udfs,
     render_sql,
     resp_sql,
+    text_sql,
 )
+from personalization_pipeline.sync.result import SyncResult
 from personalization_pipeline.sync.sender import Sender
 from personalization_pipeline.sync.state import (
+    begin_sending,
     ensure_state,
     forget_in_doubt,
     in_doubt_keys,
     log_run,
-    mark_in_doubt,
+    mark_sent,
     read_epoch,
+    record_acknowledged,
     record_invalid,
     scalar,
-    settle_in_doubt,
     table_exists,
     write_epoch,
 )
-from personalization_pipeline.sync.writer import Batch, Writer, make_writer
+from personalization_pipeline.sync.writer import Batch, RowErrors, Writer, make_writer
 from personalization_pipeline.warehouse.transaction import transaction
 
 __all__ = [
@@ -184,46 +189,6 @@ class SyncSpec:
 
 
 @dataclass
-class SyncResult:
-    sync: str
-    run_id: str
-    mode: str
-    dry_run: bool
-    added: int = 0
-    changed: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    rejected: int = 0
-    rows_written: int = 0
-    seconds: float = 0.0
-    full_sync_reason: str | None = None
-    """Why this run rewrote every row although its mode is incremental (Redis lost data)."""
-    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def rows_per_second(self) -> float:
-        return self.rows_written / self.seconds if self.seconds > 0 else 0.0
-
-    def metadata(self) -> dict[str, Any]:
-        """Plain values for Dagster metadata (no secrets)."""
-        return {
-            "mode": self.mode,
-            "dry_run": self.dry_run,
-            "added": self.added,
-            "changed": self.changed,
-            "removed": self.removed,
-            "unchanged": self.unchanged,
-            "rejected": self.rejected,
-            "rows_written": self.rows_written,
-            "seconds": round(self.seconds, 3),
-            "rows_per_second": round(self.rows_per_second, 1),
-            "full_sync_reason": self.full_sync_reason or "none",
-            "run_id": self.run_id,
-        }
-
-
-@dataclass
 class _Plan:
     """The SQL pieces for one spec against one source."""
 
@@ -248,11 +213,16 @@ class _Plan:
             render_sql(ident(c), t) for c, t in zip(self.columns, self.column_types, strict=True)
         ]
 
-    def values_from_raw(self) -> str:
-        """``v0, v1, …`` rendered from the raw copies ``c0, c1, …`` in ``_sync_rows``."""
-        return ", ".join(
-            f"{render_sql(f'c{i}', t)} AS v{i}" for i, t in enumerate(self.column_types)
-        )
+    def rendered_from_raw(self, relation: str, keep: str = "*") -> str:
+        """``keep`` and rendered values ``v0, v1, …`` of ``relation``, whose raw copies of
+        the mapped columns are ``c0, c1, …``."""
+        texts, values = [], []
+        for i, duck_type in enumerate(self.column_types):
+            text = text_sql(f"c{i}", duck_type)
+            if text is not None:
+                texts.append(f", {text} AS t{i}")
+            values.append(f"{render_sql(f'c{i}', duck_type, text and f't{i}')} AS v{i}")
+        return f"SELECT {keep}, {', '.join(values)} FROM (SELECT *{''.join(texts)} FROM {relation})"
 
     @property
     def all_bits(self) -> int:
@@ -375,7 +345,13 @@ def sync_table(
                 result.seconds = time.perf_counter() - started
                 return result
 
-            record_invalid(con, spec.name, result.run_id)
+            record_invalid(
+                con,
+                spec.name,
+                result.run_id,
+                "(SELECT k AS redis_key, fp AS fingerprint FROM _sync_cur)",
+                "(SELECT key_value, k AS redis_key, fp AS fingerprint, reason FROM _sync_invalid)",
+            )
             if epoch is None:
                 epoch = _new_epoch(con, writer, spec, epoch_key)
             _write(con, plan, snapshot, writer, result, batch_size)
@@ -521,8 +497,9 @@ def _diff(
     has_rejected: bool,
 ) -> None:
     """Temp tables ``_sync_cur`` (key, fingerprint, field mask of every source row),
-    ``_sync_invalid`` (rows that cannot be written, with the reason) and ``_sync_plan``
-    (rows to send: added, changed, removed; every valid row when rewriting all)."""
+    ``_sync_invalid`` (rows that cannot be written, with the reason) and ``_sync_rows``
+    (rows to send: added, changed, removed, every valid row when rewriting all, with raw
+    copies of their values; see :func:`_rows` for how they are numbered)."""
     spec = plan.spec
     columns = [ident(c) for c in plan.columns]
     mask = " | ".join(f"(CAST({c} IS NOT NULL AS UBIGINT) << {i})" for i, c in enumerate(columns))
@@ -566,9 +543,9 @@ def _diff(
         delete_mask = "0::UBIGINT"
     else:
         delete_mask = (
-            f"CASE WHEN {'true' if rewrite_all else 'false'} OR d.key IS NOT NULL"
-            f" OR s.spec <> {plan.spec_hash} THEN ({all_bits}::UBIGINT & ~c.nn)"
-            " WHEN s.key IS NULL THEN 0::UBIGINT ELSE (s.fields_mask & ~c.nn) END"
+            f"CASE WHEN {'true' if rewrite_all else 'false'} OR doubt"
+            f" OR spec <> {plan.spec_hash} THEN ({all_bits}::UBIGINT & ~cur_nn)"
+            " WHEN NOT in_snapshot THEN 0::UBIGINT ELSE (fields_mask & ~cur_nn) END"
         )
     refused = "false"
     if has_rejected and scalar(
@@ -582,42 +559,85 @@ def _diff(
             f"{literal(spec.name)} AND r.kind = 'write' AND r.redis_key = c.k"
             " AND r.fingerprint = c.fp)"
         )
+    # Mirror removes what left the source; every mode removes in-doubt keys whose rows are
+    # not valid now, since a crashed run may have written them without recording it.
+    removed = "doubt"
+    if mode == "mirror":
+        removed += " OR (in_snapshot AND NOT present)"
+    # The source's rows (each key once; a duplicated key as one invalid row), the snapshot
+    # and the in-doubt keys, joined FULL OUTER on the key in one pass: at ten million rows
+    # each further join of the source with the snapshot spills to disk. The rows to send
+    # get raw copies of their values (rendering happens per batch, while Redis works),
+    # numbered in the order they are stored, so a batch is a few contiguous row groups.
+    # Against an empty snapshot (a first sync, where every row is sent) the join carries the
+    # values from the source; otherwise it joins the narrow ``_sync_cur`` and the values are
+    # fetched for the rows to send only, so an unchanged table is never copied.
+    columns = [ident(c) for c in plan.columns]
+    raw = ", ".join(f"{c} AS c{i}" for i, c in enumerate(columns))
+    names = ", ".join(f"c{i}" for i in range(len(columns)))
+    nulls = ", ".join(f"NULL AS c{i}" for i in range(len(columns)))
+    carry = not scalar(con, f"SELECT count(*) FROM {snapshot}")
+    if carry:
+        source = (
+            f"SELECT {plan.key_sql} AS k, hash({', '.join(columns)}) AS fp, {mask} AS nn,"
+            f" {_proto_sql(plan)} AS proto, {raw} FROM {spec.relation}"
+        )
+        # Raw values of a row that is not written stay NULL: its HSET renders as nothing.
+        carried = ", " + ", ".join(
+            f"CASE WHEN NOT c.dup AND c.nn <> 0 AND NOT c.proto THEN c.c{i} END AS c{i}"
+            for i in range(len(columns))
+        )
+        dup_values = f", {nulls}"
+    else:
+        source, carried, dup_values = "SELECT k, fp, nn, proto FROM _sync_cur", "", ""
+    plan_sql = f"""
+        SELECT * FROM (
+            SELECT k{", " + names if carry else ""},
+                CASE WHEN valid THEN cur_fp ELSE 0::UBIGINT END AS fp,
+                CASE WHEN valid THEN cur_nn ELSE 0::UBIGINT END AS nn,
+                CASE WHEN NOT valid THEN 'removed'
+                     WHEN NOT in_snapshot THEN 'added'
+                     WHEN doubt OR fingerprint <> cur_fp OR spec <> {plan.spec_hash}
+                          THEN 'changed'
+                     ELSE 'unchanged' END AS op,
+                in_snapshot,
+                CASE WHEN valid THEN {delete_mask} ELSE {all_bits}::UBIGINT END AS del
+            FROM (
+                SELECT coalesce(c.k, s.key, d.key) AS k, c.fp AS cur_fp, c.nn AS cur_nn,
+                    coalesce(NOT c.dup AND c.nn <> 0 AND NOT c.proto, false) AS valid,
+                    coalesce(NOT c.dup AND {refused}, false) AS refused,
+                    c.k IS NOT NULL AS present, s.key IS NOT NULL AS in_snapshot,
+                    d.key IS NOT NULL AS doubt, s.fingerprint, s.fields_mask, s.spec{carried}
+                FROM (
+                    SELECT *, false AS dup FROM ({source})
+                    WHERE k IS NOT NULL AND k NOT IN (SELECT k FROM _sync_dups)
+                    UNION ALL
+                    SELECT k, NULL, NULL, NULL{dup_values}, true FROM _sync_dups
+                ) c
+                FULL OUTER JOIN {snapshot} s ON s.key = c.k
+                FULL OUTER JOIN _sync_doubt d ON d.key = coalesce(c.k, s.key)
+            )
+            WHERE CASE WHEN valid THEN NOT refused ELSE {removed} END
+        ) WHERE {"true" if rewrite_all else "op <> 'unchanged'"}
+    """
+    if not carry:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _sync_plan AS {plan_sql}")
+        # Removed rows have no values (and their key may be duplicated in the source). An
+        # inner join, so DuckDB builds its hash table on the plan (small), not the source.
+        plan_sql = f"""
+            SELECT p.*, v.* EXCLUDE (k) FROM _sync_plan p
+            JOIN (SELECT {plan.key_sql} AS k, {raw} FROM {spec.relation}) v ON v.k = p.k
+            WHERE p.op <> 'removed'
+            UNION ALL
+            SELECT *, {nulls} FROM _sync_plan WHERE op = 'removed'
+        """
+    # Numbered by its rowid (0 to n - 1 in the order stored, as it is made in one statement):
+    # no window to number it, and a batch's rows are one rowid range DuckDB seeks to.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _sync_rows AS {plan_sql}")
     valid = (
         "c.k IS NOT NULL AND c.nn <> 0 AND NOT c.proto AND c.k NOT IN (SELECT k FROM _sync_dups)"
     )
-    # Mirror removes what left the source; every mode removes in-doubt keys that left it,
-    # since a crashed run may have written them without recording it.
-    left = "SELECT key FROM _sync_doubt"
-    if mode == "mirror":
-        left += f" UNION SELECT key FROM {snapshot}"
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE _sync_plan AS
-        -- Numbered here, on the narrow plan: far cheaper than numbering the rows with values.
-        SELECT *, row_number() OVER () - 1 AS rn FROM (
-        SELECT * FROM (
-            SELECT c.k, c.fp, c.nn,
-                CASE WHEN s.key IS NULL THEN 'added'
-                     WHEN d.key IS NOT NULL OR s.fingerprint <> c.fp
-                          OR s.spec <> {plan.spec_hash} THEN 'changed'
-                     ELSE 'unchanged' END AS op,
-                s.key IS NOT NULL AS in_snapshot,
-                {delete_mask} AS del
-            FROM _sync_cur c LEFT JOIN {snapshot} s ON s.key = c.k
-            LEFT JOIN _sync_doubt d ON d.key = c.k
-            WHERE {valid} AND NOT {refused}
-        ) WHERE {"true" if rewrite_all else "op <> 'unchanged'"}
-        UNION ALL
-        SELECT l.key, 0::UBIGINT, 0::UBIGINT, 'removed',
-            EXISTS (SELECT 1 FROM {snapshot} s WHERE s.key = l.key), {all_bits}::UBIGINT
-        FROM ({left}) l
-        WHERE NOT EXISTS (SELECT 1 FROM _sync_cur c WHERE c.k = l.key AND {valid})
-            AND (l.key IN (SELECT key FROM _sync_doubt)
-                 OR NOT EXISTS (SELECT 1 FROM _sync_cur c WHERE c.k = l.key))
-        )
-        """
-    )
-    counts = dict(con.execute("SELECT op, count(*) FROM _sync_plan GROUP BY op").fetchall())
+    counts = dict(con.execute("SELECT op, count(*) FROM _sync_rows GROUP BY op").fetchall())
     total = scalar(con, "SELECT count(*) FROM _sync_cur")
     invalid = scalar(con, "SELECT count(*) FROM _sync_invalid")
     skipped = 0
@@ -645,33 +665,14 @@ def _proto_sql(plan: _Plan) -> str:
     return " OR ".join(tests) or "false"
 
 
-def _plan_rows_sql(plan: _Plan, keys: str) -> str:
-    """Plan rows in ``keys`` (a relation shaped like ``_sync_plan``) with the raw values of
-    their source row as ``c0, c1, …`` (NULL for removed rows)."""
-    raw = ", ".join(f"{ident(c)} AS c{i}" for i, c in enumerate(plan.columns))
-    nulls = ", ".join(f"NULL AS c{i}" for i in range(len(plan.columns)))
-    return f"""
-        SELECT p.*, v.* EXCLUDE (k) FROM {keys} p
-        JOIN (SELECT {plan.key_sql} AS k, {raw} FROM {plan.spec.relation}) v ON v.k = p.k
-        WHERE p.op <> 'removed'
-        UNION ALL
-        SELECT p.*, {nulls} FROM {keys} p WHERE p.op = 'removed'
-    """
-
-
-def _rendered_rows_sql(plan: _Plan, keys: str) -> str:
-    """Plan rows in ``keys`` with rendered values ``v0, v1, …``."""
-    return f"SELECT *, {plan.values_from_raw()} FROM ({_plan_rows_sql(plan, keys)})"
-
-
 def _samples(con: duckdb.DuckDBPyConnection, plan: _Plan, size: int) -> dict[str, list[dict]]:
     samples: dict[str, list[dict]] = {}
     names = plan.field_names
     for op in ("added", "changed", "removed"):
-        picked = f"(SELECT * FROM _sync_plan WHERE op = '{op}' ORDER BY k LIMIT {size})"
+        picked = f"(SELECT * FROM _sync_rows WHERE op = '{op}' ORDER BY k LIMIT {size})"
         rows = con.execute(
             f"SELECT k, del, {', '.join(f'v{i}' for i in range(len(names)))}"
-            f" FROM ({_rendered_rows_sql(plan, picked)}) ORDER BY k"
+            f" FROM ({plan.rendered_from_raw(picked)}) ORDER BY k"
         ).fetchall()
         samples[op] = [
             {
@@ -701,70 +702,72 @@ def _write(
 ) -> None:
     """Render batches and record their acknowledgements on this thread while a
     :class:`Sender` thread sends them."""
-    total = scalar(con, "SELECT count(*) FROM _sync_plan")
+    total = scalar(con, "SELECT count(*) FROM _sync_rows")
     if not total:
         return
-    # Only raw values are copied here, in batch order (so each batch is a few contiguous
-    # row groups to DuckDB); rendering and RESP happen per batch, while Redis is busy.
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE _sync_rows AS
-        SELECT *, rn // {batch_size} AS batch_no FROM ({_plan_rows_sql(plan, "_sync_plan")})
-        ORDER BY rn
-        """
-    )
-    batches = _Batches(
-        batch_size,
-        total,
-        frozenset(
-            row[0]
-            for row in con.execute(
-                "SELECT DISTINCT batch_no FROM _sync_rows WHERE in_snapshot"
-            ).fetchall()
-        ),
-    )
+    batches = _Batches(batch_size, total)
     render = _cluster_batches if writer.needs_rows else _standalone_batches
     name = plan.spec.name
+    begin_sending(con, name, result.run_id, batch_size)
     sender = Sender(writer)
+
+    def record(
+        acknowledgements: Iterator[tuple[int, RowErrors]], then: Callable[[], None] | None = None
+    ) -> None:
+        _record(con, plan, snapshot, result, batches, acknowledgements, then)
+
     try:
         for first in range(0, batches.count, RENDERED_TOGETHER):
             last = min(first + RENDERED_TOGETHER, batches.count) - 1
             rendered = render(con, plan, batch_size, first, last)
-            # Committed before any of these batches leaves the process.
-            mark_in_doubt(con, name, result.run_id, first, last)
+            span = _rows(first * batch_size, batches.end(last), "rowid AS rn, k AS key")
+            # Committed before any of these batches leaves the process, in the transaction
+            # that records the acknowledgements that came meanwhile: a commit costs as much
+            # as rendering a batch, so one per span.
+            record(sender.acknowledged(), partial(mark_sent, con, name, span, batches.end(last)))
             for number, batch in enumerate(rendered, first):
                 sender.put(number, batch)
-            for number, errors in sender.acknowledged():
-                _advance(con, plan, snapshot, result, batches, number, errors)
-        for number, errors in sender.finish():
-            _advance(con, plan, snapshot, result, batches, number, errors)
+        record(sender.finish())
     finally:
         sender.stop()
 
 
 @dataclass(frozen=True)
 class _Batches:
-    """How the rows to send (``rn`` 0 to total - 1, in ``_sync_rows``) are cut into batches."""
+    """How the rows to send (0 to total - 1, in ``_sync_rows``) are cut into batches."""
 
     size: int
     total: int
-    replaces: frozenset[int]
-    """Batches holding rows that are in the snapshot already."""
 
     @property
     def count(self) -> int:
         return -(-self.total // self.size)
 
-    def rows(self, number: int) -> int:
-        return min(self.size, self.total - number * self.size)
+    def end(self, number: int) -> int:
+        """Rows in batches 0 to ``number``."""
+        return min((number + 1) * self.size, self.total)
 
 
-def _batch_rows_sql(plan: _Plan) -> str:
-    """Rows of batches ``?`` to ``?`` of ``_sync_rows``: rn, batch_no, key, RESP, commands."""
-    resp, commands = resp_sql(plan.field_names)
+def _rows(start: int, end: int, columns: str = "*") -> str:
+    """Rows ``start`` to ``end`` - 1 of ``_sync_rows`` (numbered by rowid from 0)."""
+    return f"(SELECT {columns} FROM _sync_rows WHERE rowid >= {start} AND rowid < {end})"
+
+
+def _batch_rows_sql(plan: _Plan, batch_size: int, first: int, last: int) -> str:
+    """Rows of batches ``first`` to ``last``: rn, batch_no, key, RESP, commands."""
+    resp, commands = resp_sql(
+        plan.field_names,
+        key="k",
+        present="nn",
+        removed="del",
+        values=[f"v{i}" for i in range(len(plan.columns))],
+    )
+    numbered = f"*, rowid AS rn, rowid // {batch_size} AS batch_no"
+    rows = _rows(first * batch_size, (last + 1) * batch_size, numbered)
     return (
-        f"SELECT rn, batch_no, k, {resp} AS resp, {commands} AS ncmd FROM (SELECT rn, batch_no,"
-        f" k, nn, del, {plan.values_from_raw()} FROM _sync_rows WHERE batch_no BETWEEN ? AND ?)"
+        f"SELECT rn, batch_no, k, {resp} AS resp, {commands} AS ncmd FROM ("
+        + plan.rendered_from_raw(rows, "rn, batch_no, k, nn, del")
+        + ")"
     )
 
 
@@ -772,27 +775,15 @@ def _standalone_batches(
     con: duckdb.DuckDBPyConnection, plan: _Plan, batch_size: int, first: int, last: int
 ) -> list[Batch]:
     """Batches ``first`` to ``last`` as one payload each, rendered by one query (which
-    DuckDB runs on all its threads); ``encode`` hands the bytes over without a copy to str."""
+    DuckDB runs on all its threads); ``encode`` hands the bytes over without a copy to str.
+    Rows are joined in no particular order (sorting them cost a third of the rendering):
+    each names its key, which is how a failed reply finds its row."""
     rendered = con.execute(
-        "SELECT batch_no, encode(string_agg(resp, '' ORDER BY rn)), sum(ncmd), count(*),"
-        f" list(rn) FILTER (WHERE ncmd = 2) FROM ({_batch_rows_sql(plan)})"
-        " GROUP BY batch_no ORDER BY batch_no",
-        [first, last],
+        "SELECT encode(string_agg(resp, '')), sum(ncmd)"
+        f" FROM ({_batch_rows_sql(plan, batch_size, first, last)})"
+        " GROUP BY batch_no ORDER BY batch_no"
     ).fetchall()
-
-    def counter(number: int, rows: int, doubles: list[int]) -> Callable[[], list[int]]:
-        def row_commands() -> list[int]:
-            counts = [1] * rows
-            for rn in doubles or ():
-                counts[rn - number * batch_size] = 2
-            return counts
-
-        return row_commands
-
-    return [
-        Batch(commands=int(commands), payload=payload, row_commands=counter(number, rows, doubles))
-        for number, payload, commands, rows, doubles in rendered
-    ]
+    return [Batch(commands=int(commands), payload=payload) for payload, commands in rendered]
 
 
 def _cluster_batches(
@@ -800,8 +791,8 @@ def _cluster_batches(
 ) -> list[Batch]:
     """Batches ``first`` to ``last`` with per-row keys and RESP, grouped by node when sent."""
     rows = con.execute(
-        f"SELECT batch_no, k, resp, ncmd FROM ({_batch_rows_sql(plan)}) ORDER BY rn",
-        [first, last],
+        f"SELECT batch_no, k, resp, ncmd FROM ({_batch_rows_sql(plan, batch_size, first, last)})"
+        " ORDER BY rn"
     ).fetchall()
     batches = []
     for number in range(first, last + 1):
@@ -812,10 +803,46 @@ def _cluster_batches(
                 commands=sum(counts),
                 keys=[row[1] for row in chunk],
                 resps=[row[2] for row in chunk],
-                row_commands=lambda counts=counts: counts,
+                row_commands=counts,
             )
         )
     return batches
+
+
+def _record(
+    con: duckdb.DuckDBPyConnection,
+    plan: _Plan,
+    snapshot: str,
+    result: SyncResult,
+    batches: _Batches,
+    acknowledgements: Iterator[tuple[int, RowErrors]],
+    then: Callable[[], None] | None = None,
+) -> None:
+    """Move the rows of every batch acknowledged so far into the snapshot in one transaction,
+    record refused rows, and run ``then`` in the same transaction unless something failed.
+    A failure of the sender is raised after the acknowledgements that came before it are
+    recorded; so is a write Redis refused for a reason other than the row's data."""
+    acknowledged: list[tuple[int, RowErrors]] = []
+    failure: BaseException | None = None
+    try:
+        for acknowledgement in acknowledgements:
+            acknowledged.append(acknowledgement)
+    except BaseException as error:  # raised below, once what came before it is recorded
+        failure = error
+    fatal: list[str] = []
+    if acknowledged or then is not None:
+        with transaction(con):
+            if acknowledged:
+                fatal = _advance(con, plan, snapshot, result, batches, acknowledged)
+            if then is not None and failure is None and not fatal:
+                then()
+    if failure is not None:
+        raise failure
+    if fatal:
+        raise SyncError(
+            f"sync {plan.spec.name}: Redis refused {len(fatal)} write(s), e.g. {fatal[0]!r};"
+            f" fix Redis, then {RERUN}"
+        )
 
 
 def _advance(
@@ -824,44 +851,37 @@ def _advance(
     snapshot: str,
     result: SyncResult,
     batches: _Batches,
-    number: int,
-    errors: list[tuple[int, str]],
-) -> None:
-    """Move acknowledged rows of batch ``number`` into the snapshot; record refused rows."""
-    first_rn = number * batches.size
-    failed = "false"
-    fatal = [message for _, message in errors if not message.startswith(ROW_ERRORS)]
-    with transaction(con):
-        if errors:
-            con.execute("CREATE OR REPLACE TEMP TABLE _sync_failed (rn BIGINT, reason VARCHAR)")
-            con.executemany(
-                "INSERT INTO _sync_failed VALUES (?, ?)",
-                [[first_rn + position, message] for position, message in errors],
-            )
-            failed = "rn IN (SELECT rn FROM _sync_failed)"
-            if not fatal:
-                con.execute(
-                    "INSERT INTO sync.rejected_rows SELECT ?, ?, NULL, r.k, r.fp,"
-                    " 'Redis refused the write: ' || f.reason, 'write', now()"
-                    " FROM _sync_rows r JOIN _sync_failed f USING (rn)",
-                    [plan.spec.name, result.run_id],
-                )
-        if number in batches.replaces:
-            con.execute(
-                f"DELETE FROM {snapshot} WHERE key IN (SELECT k FROM _sync_rows"
-                f" WHERE batch_no = ? AND in_snapshot AND NOT ({failed}))",
-                [number],
-            )
-        con.execute(
-            f"INSERT INTO {snapshot} SELECT k, fp, nn, {plan.spec_hash} FROM _sync_rows"
-            f" WHERE batch_no = ? AND op <> 'removed' AND NOT ({failed})",
-            [number],
-        )
-        if not fatal:
-            settle_in_doubt(con, plan.spec.name, result.run_id, number)
-    result.rows_written += batches.rows(number) - len(errors)
-    if fatal:
-        raise SyncError(
-            f"sync {plan.spec.name}: Redis refused {len(fatal)} write(s), e.g. {fatal[0]!r};"
-            f" fix Redis, then {RERUN}"
-        )
+    acknowledged: list[tuple[int, RowErrors]],
+) -> list[str]:
+    """Record acknowledged batches (consecutive numbers) in the caller's transaction; the
+    errors of writes Redis refused for a reason other than the row's data."""
+    first, last = acknowledged[0][0], acknowledged[-1][0]
+    failed = [error for _, errors in acknowledged for error in errors]
+    fatal = [message for _, message in failed if not message.startswith(ROW_ERRORS)]
+    # Batches from the first with a fatal error on stay in doubt: the rerun resends them.
+    settled = next(
+        (
+            number
+            for number, errors in acknowledged
+            if any(not message.startswith(ROW_ERRORS) for _, message in errors)
+        ),
+        last + 1,
+    )
+    record_acknowledged(
+        con,
+        plan.spec.name,
+        result.run_id,
+        snapshot,
+        plan.spec_hash,
+        _rows(
+            batches.end(first - 1),
+            batches.end(last),
+            "k AS key, fp AS fingerprint, nn AS fields_mask, in_snapshot,"
+            " op <> 'removed' AS written",
+        ),
+        acknowledged=batches.end(settled - 1),
+        failed=failed,
+        refused=not fatal,
+    )
+    result.rows_written += batches.end(last) - batches.end(first - 1) - len(failed)
+    return fatal

@@ -13,12 +13,19 @@
 - ``sync.epochs``: per sync, the epoch marker last stored in Redis. A Redis that no longer
   holds it (restarted without persistence, flushed, failed over to an empty replica) is no
   longer described by the snapshot, so that run rewrites every row.
-- ``sync.in_doubt``: keys of batches that were sent but not yet acknowledged, committed
-  *before* their commands go out. After a crash they may or may not be in Redis: the next
-  run resends their current values and removes the fields of those that left the source.
+- Rows in doubt: sent, or about to be, but not acknowledged. After a crash they may or may
+  not be in Redis, so the next run resends their current values and removes the fields of
+  those that left the source. A run keeps them as markers, not key lists: its plan's keys in
+  send order (``sync.pending_<name>``, appended span by span) and, in ``sync.sending``, how
+  many of them were sent and how many acknowledged. The "sent" marker (with the keys it
+  covers) is committed *before* those rows go out, the "acknowledged" one in the transaction
+  that moves them into the snapshot; the rows between the two are in doubt. A run that did not
+  finish leaves its marker; the next one copies that window into ``sync.in_doubt`` (keys)
+  before it replaces the plan, and a run that succeeds forgets them all.
 
-The diff and the snapshot's advance per batch are the engine's (``engine.py``);
-:func:`record_invalid` reads the diff's temp tables ``_sync_cur`` and ``_sync_invalid``.
+This module owns these tables and every statement that writes them. It speaks only their
+own column names: the engine hands it its work rows as relations in those names (its temp
+tables and their columns are the engine's business).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from personalization_pipeline.sync.render import literal
 from personalization_pipeline.warehouse.transaction import transaction
 
 if TYPE_CHECKING:
-    from personalization_pipeline.sync.engine import SyncResult
+    from personalization_pipeline.sync.result import SyncResult
 
 
 def ensure_state(con: duckdb.DuckDBPyConnection, snapshot: str) -> None:
@@ -59,6 +66,11 @@ def ensure_state(con: duckdb.DuckDBPyConnection, snapshot: str) -> None:
     con.execute(
         "CREATE TABLE IF NOT EXISTS sync.in_doubt (sync_name VARCHAR NOT NULL,"
         " run_id VARCHAR NOT NULL, batch_no BIGINT NOT NULL, key VARCHAR NOT NULL)"
+    )
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS sync.sending (sync_name VARCHAR PRIMARY KEY,"
+        " run_id VARCHAR NOT NULL, batch_size BIGINT NOT NULL, acknowledged BIGINT NOT NULL,"
+        " sent BIGINT NOT NULL)"
     )
 
 
@@ -98,21 +110,28 @@ def log_run(con, result: SyncResult, started: float, status: str, error: str | N
     )
 
 
-def record_invalid(con: duckdb.DuckDBPyConnection, name: str, run_id: str) -> None:
-    """Replace this sync's invalid rows; drop refused rows that changed since (retry them)."""
+def record_invalid(
+    con: duckdb.DuckDBPyConnection, name: str, run_id: str, current: str, invalid: str
+) -> None:
+    """Replace this sync's invalid rows; drop refused rows that changed since (retry them).
+
+    ``current``: a relation of every source row's ``redis_key`` and ``fingerprint``;
+    ``invalid``: one of the rows that cannot be written (``key_value``, ``redis_key``,
+    ``fingerprint``, ``reason``)."""
     with transaction(con):
         con.execute(
             "DELETE FROM sync.rejected_rows WHERE sync_name = ? AND kind = 'invalid'", [name]
         )
         if scalar(con, "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ?", [name]):
             con.execute(
-                "DELETE FROM sync.rejected_rows r WHERE sync_name = ? AND NOT EXISTS"
-                " (SELECT 1 FROM _sync_cur c WHERE c.k = r.redis_key AND c.fp = r.fingerprint)",
+                f"DELETE FROM sync.rejected_rows r WHERE sync_name = ? AND NOT EXISTS"
+                f" (SELECT 1 FROM {current} c WHERE c.redis_key = r.redis_key"
+                " AND c.fingerprint = r.fingerprint)",
                 [name],
             )
         con.execute(
-            "INSERT INTO sync.rejected_rows SELECT ?, ?, key_value, k, fp, reason, 'invalid', now()"
-            " FROM _sync_invalid",
+            "INSERT INTO sync.rejected_rows SELECT ?, ?, key_value, redis_key, fingerprint,"
+            f" reason, 'invalid', now() FROM {invalid}",
             [name, run_id],
         )
 
@@ -127,32 +146,99 @@ def write_epoch(con: duckdb.DuckDBPyConnection, name: str, epoch: str) -> None:
     con.execute("INSERT OR REPLACE INTO sync.epochs VALUES (?, ?, now())", [name, epoch])
 
 
+def _pending(name: str) -> str:
+    return f"sync.pending_{name}"
+
+
 def in_doubt_keys(con: duckdb.DuckDBPyConnection, name: str) -> str:
-    """A relation of this sync's in-doubt keys (empty when the table does not exist yet)."""
-    if not table_exists(con, "sync", "in_doubt"):
+    """A relation of this sync's in-doubt keys: those carried from earlier runs and the
+    window of a run that did not finish (empty when the tables do not exist yet)."""
+    parts = []
+    if table_exists(con, "sync", "in_doubt"):
+        parts.append(f"SELECT key FROM sync.in_doubt WHERE sync_name = {literal(name)}")
+    if table_exists(con, "sync", "sending") and table_exists(con, "sync", f"pending_{name}"):
+        parts.append(
+            f"SELECT p.key FROM {_pending(name)} p JOIN sync.sending m ON m.sync_name ="
+            f" {literal(name)} AND p.rn >= m.acknowledged AND p.rn < m.sent"
+        )
+    if not parts:
         return "(SELECT NULL::VARCHAR AS key WHERE false)"
-    return f"(SELECT DISTINCT key FROM sync.in_doubt WHERE sync_name = {literal(name)})"
+    return f"(SELECT DISTINCT key FROM ({' UNION ALL '.join(parts)}))"
 
 
-def mark_in_doubt(
-    con: duckdb.DuckDBPyConnection, name: str, run_id: str, first: int, last: int
+def begin_sending(con: duckdb.DuckDBPyConnection, name: str, run_id: str, batch_size: int) -> None:
+    """Keep the window of a run that did not finish as keys, then start this run's plan
+    with nothing sent yet."""
+    pending = _pending(name)
+    with transaction(con):
+        if table_exists(con, "sync", f"pending_{name}"):
+            con.execute(
+                "INSERT INTO sync.in_doubt SELECT m.sync_name, m.run_id, p.rn // m.batch_size,"
+                f" p.key FROM {pending} p JOIN sync.sending m ON m.sync_name = ?"
+                " AND p.rn >= m.acknowledged AND p.rn < m.sent",
+                [name],
+            )
+        con.execute("DELETE FROM sync.sending WHERE sync_name = ?", [name])
+        con.execute(f"CREATE OR REPLACE TABLE {pending} (rn BIGINT NOT NULL, key VARCHAR)")
+        con.execute("INSERT INTO sync.sending VALUES (?, ?, ?, 0, 0)", [name, run_id, batch_size])
+
+
+def mark_sent(con: duckdb.DuckDBPyConnection, name: str, rows: str, sent: int) -> None:
+    """Add ``rows`` (the plan's next rows to send: ``key`` and its position ``rn`` from 0)
+    to the plan and mark the first ``sent`` rows as sent, committed before any goes out.
+    Written span by span, the plan costs nothing before the first batch can leave. Call it
+    in a transaction (the engine's, which also records acknowledgements)."""
+    con.execute(f"INSERT INTO {_pending(name)} SELECT rn, key FROM {rows}")
+    con.execute("UPDATE sync.sending SET sent = ? WHERE sync_name = ?", [sent, name])
+
+
+def record_acknowledged(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    run_id: str,
+    snapshot: str,
+    spec_hash: int,
+    rows: str,
+    acknowledged: int,
+    failed: list[tuple[str, str]],
+    refused: bool,
 ) -> None:
-    """Record the keys of batches ``first`` to ``last`` of ``_sync_rows`` before they are sent."""
+    """Move the ``rows`` Redis acknowledged into the snapshot, in one transaction.
+
+    ``rows``: a relation of the rows sent (``key``, ``fingerprint``, ``fields_mask``,
+    ``in_snapshot``: the snapshot has the key already, ``written``: false when its fields were
+    removed). ``failed`` rows (key, error) stay out of the snapshot, and those Redis
+    ``refused`` for their data go to the rejected rows. ``acknowledged``: rows of the plan no
+    longer in doubt. Call it in a transaction (the engine's, see :func:`mark_sent`)."""
+    excluded = "false"
+    if failed:
+        con.execute("CREATE OR REPLACE TEMP TABLE _sync_failed (key VARCHAR, reason VARCHAR)")
+        con.executemany("INSERT INTO _sync_failed VALUES (?, ?)", [list(f) for f in failed])
+        excluded = "key IN (SELECT key FROM _sync_failed)"
+        if refused:
+            con.execute(
+                "INSERT INTO sync.rejected_rows SELECT ?, ?, NULL, r.key, r.fingerprint,"
+                " 'Redis refused the write: ' || f.reason, 'write', now()"
+                f" FROM {rows} r JOIN _sync_failed f USING (key)",
+                [name, run_id],
+            )
+    if scalar(con, f"SELECT count(*) FROM {rows} WHERE in_snapshot"):
+        con.execute(
+            f"DELETE FROM {snapshot} WHERE key IN (SELECT key FROM {rows}"
+            f" WHERE in_snapshot AND NOT ({excluded}))"
+        )
     con.execute(
-        "INSERT INTO sync.in_doubt SELECT ?, ?, batch_no, k FROM _sync_rows"
-        " WHERE batch_no BETWEEN ? AND ?",
-        [name, run_id, first, last],
+        f"INSERT INTO {snapshot} SELECT key, fingerprint, fields_mask, {spec_hash}"
+        f" FROM {rows} WHERE written AND NOT ({excluded})"
     )
-
-
-def settle_in_doubt(con: duckdb.DuckDBPyConnection, name: str, run_id: str, batch_no: int) -> None:
-    """Batch ``batch_no`` was acknowledged: its keys are known again (call in its transaction)."""
     con.execute(
-        "DELETE FROM sync.in_doubt WHERE sync_name = ? AND run_id = ? AND batch_no = ?",
-        [name, run_id, batch_no],
+        "UPDATE sync.sending SET acknowledged = ? WHERE sync_name = ?", [acknowledged, name]
     )
 
 
 def forget_in_doubt(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    """Every batch of a run was acknowledged, earlier runs' in-doubt keys among them."""
-    con.execute("DELETE FROM sync.in_doubt WHERE sync_name = ?", [name])
+    """Every row of a run was acknowledged, earlier runs' in-doubt keys among them."""
+    with transaction(con):
+        con.execute("DELETE FROM sync.in_doubt WHERE sync_name = ?", [name])
+        con.execute("DELETE FROM sync.sending WHERE sync_name = ?", [name])
+        con.execute(f"DROP TABLE IF EXISTS {_pending(name)}")

@@ -16,7 +16,6 @@ compares the whole engine with a redis-py pipeline baseline in one run.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -29,19 +28,20 @@ __all__ = ["Batch", "ClusterWriter", "StandaloneWriter", "Writer", "make_writer"
 
 @dataclass
 class Batch:
-    """One batch of rows, each row one or two commands (HSET and/or HDEL)."""
+    """One batch of rows, each row one or two commands (HSET and/or HDEL) of its own key."""
 
     commands: int
     payload: bytes = b""
-    """All commands, in row order (standalone Redis)."""
+    """All commands, rows in any order, a row's commands together (standalone Redis)."""
     keys: list[str] = field(default_factory=list)
     resps: list[str] = field(default_factory=list)
-    """Per-row key and RESP text (Redis Cluster, where rows are grouped by node)."""
-    row_commands: Callable[[], list[int]] | None = None
-    """Commands per row, loaded only when a reply is an error."""
+    row_commands: list[int] = field(default_factory=list)
+    """Per-row key, RESP text and number of commands (Redis Cluster, where rows are grouped
+    by node)."""
 
 
-RowErrors = list[tuple[int, str]]
+RowErrors = list[tuple[str, str]]
+"""(Redis key of the row, Redis error) for every row one of whose commands failed."""
 
 
 class Writer:
@@ -56,7 +56,7 @@ class Writer:
         raise NotImplementedError
 
     def receive(self) -> RowErrors:
-        """(row index in the batch, Redis error) for every row whose command failed."""
+        """The rows of the batch sent last whose commands failed."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -82,9 +82,11 @@ def _read_replies(connection: redis.Connection, expected: int) -> list[bytes] | 
     return replies.split(b"\r\n")[:expected]
 
 
-def _row_errors(lines: list[bytes], row_commands: list[int], rows: list[int]) -> RowErrors:
+def _row_errors(
+    lines: list[bytes], row_commands: list[int], rows: list[int]
+) -> list[tuple[int, str]]:
     """Map error replies back to rows (``rows[i]`` sent ``row_commands[i]`` commands)."""
-    errors: RowErrors = []
+    errors: list[tuple[int, str]] = []
     reply = 0
     for row, count in zip(rows, row_commands, strict=True):
         failed = [line for line in lines[reply : reply + count] if line.startswith(b"-")]
@@ -122,9 +124,11 @@ class StandaloneWriter(Writer):
             raise
         if lines is None:
             return []
-        assert batch.row_commands is not None
-        row_commands = batch.row_commands()
-        return _row_errors(lines, row_commands, list(range(len(row_commands))))
+        keys, row_commands = _payload_rows(batch.payload)
+        return [
+            (keys[row], message)
+            for row, message in _row_errors(lines, row_commands, list(range(len(keys))))
+        ]
 
     def _drop(self) -> None:
         # A half-read connection can never be reused: its replies would answer someone else.
@@ -176,6 +180,30 @@ def _split_commands(resp: bytes) -> list[bytes]:
     return commands
 
 
+def _command_key(command: bytes) -> bytes:
+    """The first argument (the key) of one RESP command."""
+    name_at = command.index(b"\r\n", command.index(b"\r\n") + 2) + 2  # past "*n", "$4"
+    length_at = command.index(b"\r\n", name_at) + 2  # past the command's name
+    length_end = command.index(b"\r\n", length_at)
+    start = length_end + 2
+    return command[start : start + int(command[length_at + 1 : length_end])]
+
+
+def _payload_rows(payload: bytes) -> tuple[list[str], list[int]]:
+    """(key of each row, commands of each row) of a standalone payload: a row's commands
+    are consecutive and name its key. Parsed only when a reply is an error."""
+    keys: list[str] = []
+    counts: list[int] = []
+    for command in _split_commands(payload):
+        key = _command_key(command).decode()
+        if keys and keys[-1] == key:
+            counts[-1] += 1
+        else:
+            keys.append(key)
+            counts.append(1)
+    return keys, counts
+
+
 class ClusterWriter(Writer):
     """Groups each batch by the node that owns each key's slot; one payload per node.
 
@@ -212,8 +240,7 @@ class ClusterWriter(Writer):
             node = nodes.get_node_from_slot(key_slot(key.encode()))
             by_node[node.name].append(row)
             node_of[node.name] = node
-        assert batch.row_commands is not None
-        row_commands = batch.row_commands()
+        row_commands = batch.row_commands
         self._batch, self._row_commands = batch, row_commands
         self._pending = []
         try:
@@ -226,7 +253,7 @@ class ClusterWriter(Writer):
             raise
 
     def receive(self) -> RowErrors:
-        errors: RowErrors = []
+        errors: list[tuple[int, str]] = []
         try:
             redirected = self._collect(errors)
             for _ in range(REDIRECT_ROUNDS):
@@ -246,11 +273,12 @@ class ClusterWriter(Writer):
             )
             for row, message in redirected
         )
-        return sorted(errors)
+        assert self._batch is not None
+        return [(self._batch.keys[row], message) for row, message in sorted(errors)]
 
-    def _collect(self, errors: RowErrors) -> RowErrors:
+    def _collect(self, errors: list[tuple[int, str]]) -> list[tuple[int, str]]:
         """Read every pending reply; add row errors to ``errors``, return the redirected rows."""
-        redirected: RowErrors = []
+        redirected: list[tuple[int, str]] = []
         pending, self._pending = self._pending, []
         for name, rows, counts in pending:
             lines = _read_replies(self._connections[name][1], sum(counts))
@@ -260,7 +288,7 @@ class ClusterWriter(Writer):
                     target.append((row, message))
         return redirected
 
-    def _resend(self, redirected: RowErrors) -> None:
+    def _resend(self, redirected: list[tuple[int, str]]) -> None:
         """Send each redirected row to the node its reply names (ASKING first after ASK)."""
         nodes = self.client.nodes_manager
         if any(message.startswith("MOVED ") for _, message in redirected):
