@@ -71,3 +71,13 @@ def test_settings_listing_and_errors_never_show_a_secret(monkeypatch, capsys):
     assert "EVENTS_STREAM_SHARDS" in str(refused.value)
     # A number setting is not a secret, but the secret ones around it stay out of the message.
     assert f"redis://app:{SECRET}" not in str(refused.value)
+
+
+def test_every_setting_is_documented_in_env_example_and_the_readme():
+    from tests.conftest import REPO_ROOT
+
+    example = (REPO_ROOT / ".env.example").read_text()
+    readme = (REPO_ROOT / "README.md").read_text()
+    variables = [variable for variable, _ in Settings().listing()]
+    assert [v for v in variables if f"{v}=" not in example] == []
+    assert [v for v in variables if f"`{v}`" not in readme] == []
