@@ -20,8 +20,8 @@ import pytest
 from dagster_graphql import DagsterGraphQLClient
 
 from personalization_pipeline.keys import sync_epoch_key
-from tests.conftest import REPO_ROOT, SAMPLE_DIR, free_port
-from tests.dagster_dev import LOCATION, wait_for_run, wait_until_serving
+from tests.conftest import REPO_ROOT, free_port
+from tests.dagster_dev import LOCATION, dagster_env, wait_for_run, wait_until_serving
 from tests.test_warehouse_actions_job import expected_hashes
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
@@ -96,22 +96,18 @@ def stop(process: subprocess.Popen) -> None:
 def test_webserver_and_daemon_share_a_postgres_instance(
     tmp_path, postgres_database, redis_url, redis_client
 ):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
+    # The environment the other `dagster dev` tests use (sample data, quiet catalog sensor),
+    # with an instance on PostgreSQL instead of the repository's dagster.yaml.
+    env = dagster_env(
+        tmp_path,
+        redis_url,
+        DAGSTER_PG_HOST=PG["host"],
+        DAGSTER_PG_USER=PG["user"],
+        DAGSTER_PG_PASSWORD="",
+        DAGSTER_PG_DB=postgres_database,
+    )
+    home = Path(env["DAGSTER_HOME"])
     (home / "dagster.yaml").write_text(postgres_instance_yaml())
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "DAGSTER_PG_HOST": PG["host"],
-        "DAGSTER_PG_USER": PG["user"],
-        "DAGSTER_PG_PASSWORD": "",
-        "DAGSTER_PG_DB": postgres_database,
-        "REDIS_URL": redis_url,
-        "WAREHOUSE_PATH": str(tmp_path / "warehouse.duckdb"),
-        "SAMPLE_CONTACTS_PATH": str(SAMPLE_DIR / "salesforce_contacts.csv"),
-        "INCOME_ENRICHMENT_PATH": str(SAMPLE_DIR / "income_enrichment.csv"),
-        "INCOME_SETTLE_SECONDS": "0",
-    }
     bin_dir = Path(sys.executable).parent
     port = free_port()
     webserver = start(
