@@ -10,10 +10,11 @@ import duckdb
 from assets import OWNERS, layer
 from assets.events import raw_events
 from assets.sources import orders, products
-from personalization_pipeline.metadata import markdown_table
+from personalization_pipeline.metadata import column_schema, markdown_table
 from personalization_pipeline.resources.catalog import ModelSettingsResource
 from personalization_pipeline.resources.warehouse import WarehouseResource
 from personalization_pipeline.warehouse.recommendations import MODEL_FILES, build_recommendations
+from personalization_pipeline.warehouse.tables import PRODUCT_SIMILARITY
 
 SQL_DIR = Path(__file__).parent / "sql"
 # The model is its SQL: a changed query is a new code version, which the UI flags.
@@ -59,6 +60,7 @@ MODEL_CHECKS = [
     deps=[raw_events, products, orders],
     code_version=MODEL_CODE_VERSION,
     check_specs=MODEL_CHECKS,
+    metadata=column_schema(PRODUCT_SIMILARITY),
 )
 def product_recommendations(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, model: ModelSettingsResource

@@ -17,6 +17,7 @@ from personalization_pipeline.warehouse.recommendations import (
     build_recommendations,
 )
 from personalization_pipeline.warehouse.schema import ensure_schema
+from personalization_pipeline.warehouse.tables import PRODUCT_SIMILARITY
 from tests.conftest import REPO_ROOT, SAMPLE_DIR
 
 SQL_DIR = REPO_ROOT / "assets" / "sql"
@@ -187,6 +188,11 @@ def test_the_bundled_sample_builds_a_model_of_catalog_products(connection):
         FROM analytics.product_similarity
         """
     ).fetchone() == (20, 0, True)
+    # The column schema the model asset shows is what the SQL builds.
+    built = connection.execute(f"DESCRIBE {PRODUCT_SIMILARITY.name}").fetchall()
+    assert [(name, kind) for name, kind, *_ in built] == [
+        (column.name, column.type) for column in PRODUCT_SIMILARITY.columns
+    ]
 
 
 def reference_neighbours(

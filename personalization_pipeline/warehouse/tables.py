@@ -164,6 +164,23 @@ ORDERS = Table(
     ),
 )
 
+# Built by assets/sql/product_similarity.sql, not by DDL; declared for the model asset's column
+# schema and checked against what the SQL builds (tests/test_recommendation_model.py).
+PRODUCT_SIMILARITY = Table(
+    "analytics.product_similarity",
+    "The model: each SKU's top neighbours by co-purchase cosine, with what the rules need.",
+    (
+        Column("sku", "VARCHAR"),
+        Column("rank", "INTEGER", "1 = most similar"),
+        Column("neighbour_sku", "VARCHAR"),
+        Column("similarity", "DOUBLE", "Cosine over buyers, 0-1"),
+        Column("co_buyers", "BIGINT", "Buyers of both"),
+        Column("category", "VARCHAR", "The neighbour's"),
+        Column("price_band", "INTEGER", "The neighbour's, 1-5 within its category"),
+        Column("member_only", "BOOLEAN", "The neighbour's"),
+    ),
+)
+
 REJECTED_LINES = Table(
     "raw.rejected_lines",
     "Lines of a file drop that could not land, with the reason, to repair by hand.",
