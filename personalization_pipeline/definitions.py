@@ -36,22 +36,22 @@ def build_definitions(
     """The definitions in the `graph` modules, with user_profiles assembled from the trait
     sources in `trait_modules` (packages stand for their modules)."""
     trait_sources = discover(*trait_modules)
+    profiles = warehouse.user_profiles_asset(trait_sources)
     profile_sync = activation.profile_sync(trait_sources)
-    built = {
-        "assets": [warehouse.user_profiles_asset(trait_sources), profile_sync.asset],
-        "asset_checks": [profile_sync.readback],
-    }
-    # What the modules define for the default trait sources is replaced by what was built.
-    asset_keys = {definition.key for definition in built["assets"]}
-    check_keys = set(profile_sync.readback.check_keys)
     found = collect([*expand(graph), *expand(trait_modules)])
-    found["assets"] = [a for a in found["assets"] if asset_keys.isdisjoint(a.keys)]
-    found["asset_checks"] = [
-        c for c in found["asset_checks"] if c.check_keys.isdisjoint(check_keys)
-    ]
+    # What the graph's modules made for the default trait sources gives way to what was built.
+    replaced_assets = {profiles.key, profile_sync.asset.key}
+    replaced_checks = set(profile_sync.readback.check_keys)
     return dg.Definitions(
-        assets=[*found["assets"], *built["assets"]],
-        asset_checks=[*found["asset_checks"], *built["asset_checks"]],
+        assets=[
+            *(a for a in found["assets"] if replaced_assets.isdisjoint(a.keys)),
+            profiles,
+            profile_sync.asset,
+        ],
+        asset_checks=[
+            *(c for c in found["asset_checks"] if replaced_checks.isdisjoint(c.check_keys)),
+            profile_sync.readback,
+        ],
         jobs=found["jobs"],
         sensors=found["sensors"],
         schedules=found["schedules"],
