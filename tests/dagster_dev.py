@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -80,17 +81,19 @@ def running_dagster_dev(env: dict[str, str], log: Path) -> Iterator[DagsterDev]:
 
 
 def stop_group(process: subprocess.Popen, sig: signal.Signals) -> None:
+    """Signal the process's group, wait for its leader, then kill what is left of the group:
+    a code server can outlive its parent by minutes after SIGTERM, holding the test's files."""
     if process.poll() is not None and sig != signal.SIGKILL:
         return
     try:
         os.killpg(process.pid, sig)
     except ProcessLookupError:
         return
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(30)
-    except subprocess.TimeoutExpired:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
+    process.wait(10)
 
 
 def wait_until_serving(process: subprocess.Popen, port: int, log: Path) -> None:

@@ -8,7 +8,6 @@ the README points to is the one tested.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,13 @@ from dagster_graphql import DagsterGraphQLClient
 
 from personalization_pipeline.keys import sync_epoch_key
 from tests.conftest import REPO_ROOT, free_port
-from tests.dagster_dev import LOCATION, dagster_env, wait_for_run, wait_until_serving
+from tests.dagster_dev import (
+    LOCATION,
+    dagster_env,
+    stop_group,
+    wait_for_run,
+    wait_until_serving,
+)
 from tests.test_warehouse_actions_job import expected_hashes
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
@@ -82,17 +87,6 @@ def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
         )
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-
-
 def test_webserver_and_daemon_share_a_postgres_instance(
     tmp_path, postgres_database, redis_url, redis_client
 ):
@@ -141,7 +135,7 @@ def test_webserver_and_daemon_share_a_postgres_instance(
         # Nothing went to SQLite beside the instance.
         assert not list(home.rglob("*.db"))
     finally:
-        stop(daemon)
-        stop(webserver)
+        stop_group(daemon, signal.SIGTERM)
+        stop_group(webserver, signal.SIGTERM)
     expected = expected_hashes()
     assert set(redis_client.scan_iter(count=1000)) == {*expected, sync_epoch_key("user_profiles")}
