@@ -166,12 +166,14 @@ def stabilize_all_slots(ports: list[int]) -> None:
     wait_until_cluster_agrees(ports)
 
 
-def sync_acl_setuser(password: str) -> list[str]:
-    """The README's ``ACL SETUSER`` line for the sync user, split into arguments, with
-    ``password`` in place of its placeholder."""
+def sync_acl_setuser(password: str, user: str = "profile_sync") -> list[str]:
+    """The README's ``ACL SETUSER`` line for ``user``, split into arguments, with ``password``
+    in place of its placeholder."""
     readme = (REPO_ROOT / "README.md").read_text()
-    lines = [line.strip() for line in readme.splitlines() if line.startswith("ACL SETUSER ")]
-    assert len(lines) == 1, "the README documents exactly one ACL SETUSER line"
+    lines = [
+        line.strip() for line in readme.splitlines() if line.startswith(f"ACL SETUSER {user} ")
+    ]
+    assert len(lines) == 1, f"the README documents exactly one ACL SETUSER line for {user}"
     return [f">{password}" if part == ">CHANGE-ME" else part for part in lines[0].split()[1:]]
 
 

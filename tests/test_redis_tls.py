@@ -43,6 +43,7 @@ def tls_server(tmp_path_factory, tls_files: TlsFiles) -> Iterator[tuple[int, red
     )
     admin = redis.Redis(port=plain, decode_responses=True)
     admin.execute_command("ACL", *sync_acl_setuser(PASSWORD))
+    admin.execute_command("ACL", *sync_acl_setuser(PASSWORD, "recommendations_sync"))
     yield tls, admin
     admin.close()
     process.terminate()
@@ -99,6 +100,34 @@ def test_the_job_runs_over_tls_with_a_client_certificate_as_the_acl_user(
         with pytest.raises(redis.exceptions.NoPermissionError):
             denied()
     client.close()
+
+
+def test_the_recommendation_syncs_run_as_their_acl_user(pipeline_resources, tls_redis, tls_files):
+    """recommendations_job (product hashes, sorted sets in MULTI/EXEC, read-back, preview)
+    within the README's recommendations_sync ACL line, over TLS with a client certificate."""
+    from personalization_pipeline.definitions import defs
+
+    port, admin = tls_redis
+    resources = {
+        **pipeline_resources,
+        "redis": RedisResource(
+            url=url(port, "recommendations_sync"),
+            ca_cert_path=str(tls_files.ca),
+            client_cert_path=str(tls_files.client_cert),
+            client_key_path=str(tls_files.client_key),
+        ),
+    }
+    result = defs.resolve_job_def("recommendations_job").execute_in_process(resources=resources)
+    assert result.success
+    assert all(check.passed for check in result.get_asset_check_evaluations())
+    assert admin.zcard("similar:SKU-1") > 0 and admin.exists("popular", "product:SKU-1") == 2
+    assert not [e for e in admin.acl_log() if e["username"] == "recommendations_sync"], (
+        "the recommendation syncs needed a command or key their ACL user is denied"
+    )
+    client = resources["redis"].get_client()
+    for denied in (lambda: client.hset("user:U1", "x", "1"), lambda: client.flushall()):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            denied()
 
 
 def test_the_ca_as_a_file_or_as_pem_text_like_rudderstack(tls_redis, tls_files):
