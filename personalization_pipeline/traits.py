@@ -63,7 +63,6 @@ class TraitSource:
     wins), e.g. ``enriched_at DESC NULLS LAST``. Without it the table must hold one per key."""
     updated_at: str = ""
     """A column saying when the row last changed; user_profiles.updated_at is the latest."""
-    description: str = ""
     trait_columns: dict[str, str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

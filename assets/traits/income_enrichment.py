@@ -19,7 +19,6 @@ INCOME = TraitSource(
     # the drop (the vendor's last word). income_enrichment counts and logs such conflicts.
     prefer="enriched_at DESC NULLS LAST, source_line DESC NULLS LAST",
     updated_at="enriched_at",
-    description="The vendor's income bracket (level_1 .. level_5); null where it had none.",
 )
 
 

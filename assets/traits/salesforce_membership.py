@@ -17,7 +17,6 @@ MEMBERSHIP = TraitSource(
     table=PROFILE_USERS,
     traits=["email", "membership_status"],
     updated_at="system_modstamp",
-    description="The contact's email and rewards-program membership status.",
 )
 
 
