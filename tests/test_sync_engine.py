@@ -21,8 +21,10 @@ from personalization_pipeline.sync.identify import (
 )
 from personalization_pipeline.sync.redis_config import RedisDestination, RedisUnavailable, connect
 from personalization_pipeline.sync.writer import (
+    CHUNK_ROWS,
     REDIRECT_ROUNDS,
     Batch,
+    Chunk,
     ClusterWriter,
     StandaloneWriter,
 )
@@ -205,11 +207,11 @@ class FailingWriter(StandaloneWriter):
         super().__init__(client)
         self.left = batches
 
-    def receive(self):
+    def write(self, batch):
         if self.left == 0:
             raise redis.ConnectionError("Connection reset by peer (injected)")
         self.left -= 1
-        return super().receive()
+        return super().write(batch)
 
 
 def test_a_run_that_dies_midway_resumes_with_exactly_the_unsent_rows(con, redis_url):
@@ -484,8 +486,8 @@ class ReshardingWriter(ClusterWriter):
         self.steps = steps
         self.received = 0
 
-    def receive(self):
-        errors = super().receive()
+    def write(self, batch):
+        errors = super().write(batch)
         step = self.steps.get(self.received)
         self.received += 1
         if step is not None:
@@ -612,6 +614,25 @@ def test_duckdb_runs_the_sync_under_its_memory_limit_and_gets_its_own_back(con, 
         assert con.execute(limit).fetchone()[0] == "2.7 GiB"
 
 
+def test_rows_refused_in_many_chunks_on_all_connections_are_each_found(con, redis_client):
+    """A batch goes out in chunks over several connections at once; a refused row in any
+    chunk of any connection is recorded under its own key and every other row lands."""
+    load(con, 20 * CHUNK_ROWS)
+    refused = {f"user:u{i}" for i in range(7, 20 * CHUNK_ROWS, 997)}
+    for key in refused:
+        redis_client.set(key, "a string, not a hash")
+    writer = StandaloneWriter(redis_client, connections=3)
+    result = sync_table(con, writer, SPEC, batch_size=10 * CHUNK_ROWS)
+    recorded = con.execute(
+        "SELECT redis_key FROM sync.rejected_rows WHERE kind = 'write'"
+    ).fetchall()
+    assert {key for (key,) in recorded} == refused
+    assert result.rows_written == 20 * CHUNK_ROWS - len(refused)
+    expected = {k: v for k, v in expected_hashes(con).items() if k not in refused}
+    assert redis_hashes(redis_client) == expected
+    assert not redis_client.connection_pool._in_use_connections  # all given back to the pool
+
+
 def test_a_failed_reply_finds_its_row_by_the_key_its_command_names(redis_client):
     """Standalone batches join rows in any order, so replies map to rows through the keys
     in the payload; a row's HSET and HDEL are one row, and a key may hold CR LF."""
@@ -624,8 +645,7 @@ def test_a_failed_reply_finds_its_row_by_the_key_its_command_names(redis_client)
     )
     redis_client.set(odd, "a string, not a hash")
     writer = StandaloneWriter(redis_client)
-    writer.send(Batch(commands=4, payload=payload))
-    errors = writer.receive()
+    errors = writer.write(Batch(commands=4, chunks=[Chunk(payload, 4)]))
     writer.close()
     assert [key for key, _ in errors] == [odd]
     assert errors[0][1].startswith("WRONGTYPE")

@@ -46,11 +46,11 @@ def fault_at_send(client, send: int, fault: Callable[[], object]) -> StandaloneW
     class Faulty(StandaloneWriter):
         sent = 0
 
-        def send(self, batch):
+        def write(self, batch):
             self.sent += 1
             if self.sent == send:
                 fault()
-            super().send(batch)
+            return super().write(batch)
 
     return Faulty(client)
 
@@ -139,9 +139,9 @@ def test_a_flush_during_the_run_fails_it_and_the_rerun_repairs(con, redis_client
 
 
 # The sync run in a child process that stops dead (so it can be killed -9) at a chosen point:
-# right after batch K went out, or right after its replies came back but before the warehouse
-# recorded them. It writes the keys of batch K to a file first, so the test knows what was in
-# flight.
+# right after the last chunk of batch K went out, or right after its replies came back but
+# before the warehouse recorded them. It writes the keys of batch K to a file first, so the
+# test knows what was in flight.
 CRASHING_SYNC = textwrap.dedent(
     """
     import json, sys, time
@@ -157,33 +157,35 @@ CRASHING_SYNC = textwrap.dedent(
     class Stops(StandaloneWriter):
         # Called on the engine's sender thread: the keys in flight are read from the payloads
         # that went out, not from DuckDB (whose connection the engine's thread is using).
-        payloads = []
-        received = 0
+        written = 0
+        writing = None
 
-        def stop(self):
-            lines, keys, at = self.payloads[int(batch)].split(b"\\r\\n"), {}, 0
-            while at < len(lines) - 1:  # each command: *n, then n (length, text) pairs
-                keys[lines[at + 4].decode()] = None
-                at += 1 + 2 * int(lines[at][1:])
-            keys = list(keys)
+        def stop(self, stopped):
+            keys = {}
+            for chunk in stopped.chunks:
+                lines, at = chunk.payload.split(b"\\r\\n"), 0
+                while at < len(lines) - 1:  # each command: *n, then n (length, text) pairs
+                    keys[lines[at + 4].decode()] = None
+                    at += 1 + 2 * int(lines[at][1:])
             with open(flag + ".tmp", "w") as handle:
-                json.dump(keys, handle)
+                json.dump(list(keys), handle)
             import os
             os.rename(flag + ".tmp", flag)
             time.sleep(600)
 
-        def send(self, batch_to_send):
-            super().send(batch_to_send)
-            self.payloads.append(batch_to_send.payload)
-            if point == "sent" and len(self.payloads) == int(batch) + 1:
-                time.sleep(0.3)  # let Redis apply it
-                self.stop()
+        def send_chunk(self, line, chunk):
+            super().send_chunk(line, chunk)
+            last = self.writing.chunks[-1]
+            if point == "sent" and self.written == int(batch) and chunk is last:
+                time.sleep(0.3)  # let Redis apply it; some of its replies are still unread
+                self.stop(self.writing)
 
-        def receive(self):
-            errors = super().receive()
-            self.received += 1
-            if point == "acknowledged" and self.received == int(batch) + 1:
-                self.stop()
+        def write(self, batch_to_write):
+            self.writing = batch_to_write
+            errors = super().write(batch_to_write)
+            self.written += 1
+            if point == "acknowledged" and self.written == int(batch) + 1:
+                self.stop(batch_to_write)
             return errors
 
     sync_table(con, Stops(connect(url)), SPEC, mode=mode, batch_size=1000)
@@ -270,11 +272,12 @@ def test_rows_in_doubt_outlive_a_second_failed_run(con, redis_client, monkeypatc
     class LosesSecondReply(StandaloneWriter):
         received = 0
 
-        def receive(self):
+        def write(self, batch):
             self.received += 1
             if self.received == 2:
+                super().write(batch)
                 raise redis.ConnectionError("Connection reset by peer (injected)")
-            return super().receive()
+            return super().write(batch)
 
     with pytest.raises(RedisUnavailable):
         sync_table(con, LosesSecondReply(redis_client), SPEC, batch_size=1000)

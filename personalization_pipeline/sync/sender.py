@@ -1,12 +1,9 @@
-"""A thread that owns a sync run's Redis connection(s): it sends rendered batches and reads
-their replies while the engine's thread renders the next batches and records acknowledged
-ones in DuckDB, so the two overlap instead of taking turns.
+"""A thread that owns a sync run's Redis connections: it writes rendered batches while the
+engine's thread renders the next batches and records acknowledged ones in DuckDB, so the two
+overlap instead of taking turns.
 
 The engine hands over a batch (:meth:`Sender.put`) only after committing its keys as in
-doubt, so nothing leaves the process before that. With the next batch at hand the thread
-reads the previous batch's replies and sends the next one at once, so Redis hardly waits
-between batches; with nothing at hand it reads the replies first, so acknowledgements are
-not held back when rendering is the slower side. Acknowledgements come back in batch order.
+doubt, so nothing leaves the process before that. Acknowledgements come back in batch order.
 A failure (connection lost, timeout) ends the thread; the engine receives it after the
 acknowledgements that came before it, records those, and raises it.
 """
@@ -26,7 +23,7 @@ _FINISHED = object()
 
 
 class Sender:
-    """Send batches on a thread of its own; at most ``depth`` rendered batches wait."""
+    """Write batches on a thread of its own; at most ``depth`` rendered batches wait."""
 
     def __init__(self, writer: Writer, depth: int = 2) -> None:
         self._writer = writer
@@ -79,29 +76,11 @@ class Sender:
         assert isinstance(item, tuple)
         return item
 
-    def _answer(self, number: int) -> None:
-        self._done.put((number, self._writer.receive()))
-
     def _run(self) -> None:
-        pending: int | None = None
         try:
-            while not self._stopping.is_set():
-                try:
-                    item = self._todo.get_nowait()
-                except queue.Empty:
-                    if pending is not None:
-                        self._answer(pending)
-                        pending = None
-                    item = self._todo.get()
-                if item is None or self._stopping.is_set():
-                    break
-                if pending is not None:
-                    self._answer(pending)
+            while (item := self._todo.get()) is not None and not self._stopping.is_set():
                 number, batch = item
-                self._writer.send(batch)
-                pending = number
-            if pending is not None and not self._stopping.is_set():
-                self._answer(pending)
+                self._done.put((number, self._writer.write(batch)))
             self._done.put(_FINISHED)
         except BaseException as error:  # handed to the engine's thread, which raises it
             self._done.put(error)

@@ -1,20 +1,27 @@
 """Pipelined writes of whole batches of hand-built RESP commands.
 
 The engine renders every command of a batch in DuckDB SQL (see ``render.py``) and hands
-the writer one ``bytes`` payload. The writer sends it on a redis-py connection (so AUTH,
-ACL user, TLS and SELECT are redis-py's) and reads the replies straight from the socket.
+the writer ``bytes`` payloads. The writer sends them on redis-py connections (so AUTH, ACL
+user, TLS and SELECT are redis-py's) and reads the replies straight from the sockets.
 Every command we send (HSET, HDEL) answers with a one-line reply (``:n`` or ``-ERR``), so
-counting line ends finds the end of a batch, and errors are parsed only when a ``-`` shows.
+counting line ends finds the end of a payload's replies, and errors are parsed only when a
+``-`` shows.
 
-Measured while choosing this design (200,000 pre-rendered 7-field HSETs, batches of 5,000,
-local redis-server, 2-core machine): redis-py pipelines ~145k rows/s; the same batches
-hand-built and sent with ``send_packed_command``, replies read with ``read_response``
-~390k rows/s, replies read by counting line ends ~455k rows/s. ``benchmarks/sync.py``
-compares the whole engine with a redis-py pipeline baseline in one run.
+Measured while choosing this design (200,000 pre-rendered 7-field HSETs, local redis-server,
+2-core machine): redis-py pipelines ~145k rows/s; hand-built batches sent with
+``send_packed_command``, replies read with ``read_response`` ~390k rows/s, replies read by
+counting line ends ~455k rows/s. Then (1,000,000 rows, same machine, redis-server's own
+CPU measured): one connection sending batches of several MB made redis-server spend twice
+the system time of redis-benchmark, since it kept reading a socket the client was still
+writing (the reader then does the loopback TCP work); chunks of 500 rows, each sent only when
+its connection has answered the previous one, spread over four connections, brought its CPU
+per row down to redis-benchmark's and the rate from ~350k to ~430-490k rows/s.
+``benchmarks/sync.py`` compares the whole engine with redis-benchmark and redis-py in one run.
 """
 
 from __future__ import annotations
 
+import selectors
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -23,7 +30,22 @@ from redis.cluster import ClusterNode, NodesManager, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ClusterError
 
-__all__ = ["Batch", "ClusterWriter", "StandaloneWriter", "Writer", "make_writer"]
+__all__ = ["Batch", "Chunk", "ClusterWriter", "StandaloneWriter", "Writer", "make_writer"]
+
+# A standalone batch is sent in chunks of this many rows over CONNECTIONS connections, one
+# chunk in flight on each: redis-server always has another connection's chunk to read while
+# this process turns a connection around, and never reads a socket that is still being
+# written (a chunk fits in the socket's buffers).
+CHUNK_ROWS = 500
+CONNECTIONS = 4
+
+
+@dataclass
+class Chunk:
+    """Whole rows' commands (a row's HSET and HDEL together, rows in any order)."""
+
+    payload: bytes
+    commands: int
 
 
 @dataclass
@@ -31,8 +53,8 @@ class Batch:
     """One batch of rows, each row one or two commands (HSET and/or HDEL) of its own key."""
 
     commands: int
-    payload: bytes = b""
-    """All commands, rows in any order, a row's commands together (standalone Redis)."""
+    chunks: list[Chunk] = field(default_factory=list)
+    """Standalone Redis: the rows in chunks of about CHUNK_ROWS."""
     keys: list[str] = field(default_factory=list)
     resps: list[str] = field(default_factory=list)
     row_commands: list[int] = field(default_factory=list)
@@ -45,18 +67,15 @@ RowErrors = list[tuple[str, str]]
 
 
 class Writer:
-    """Send a batch, then (after the caller prepares the next one) receive its replies."""
+    """Writes batches: all of a batch's commands are answered when :meth:`write` returns."""
 
     needs_rows = False
     """True when batches must carry per-row keys and RESP (Redis Cluster)."""
     client: redis.Redis | RedisCluster
     """The client whose connections the writer borrows; also serves single commands."""
 
-    def send(self, batch: Batch) -> None:
-        raise NotImplementedError
-
-    def receive(self) -> RowErrors:
-        """The rows of the batch sent last whose commands failed."""
+    def write(self, batch: Batch) -> RowErrors:
+        """Send the batch and read every reply; the rows whose commands failed."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -76,7 +95,11 @@ def _read_replies(connection: redis.Connection, expected: int) -> list[bytes] | 
             raise redis.ConnectionError("Redis closed the connection mid-batch")
         chunks.append(data)
         seen += data.count(b"\n")
-    replies = b"".join(chunks)
+    return _failed_lines(b"".join(chunks), expected)
+
+
+def _failed_lines(replies: bytes, expected: int) -> list[bytes] | None:
+    """The reply lines when one of them is an error, else None."""
     if not (replies.startswith(b"-") or b"\n-" in replies):
         return None
     return replies.split(b"\r\n")[:expected]
@@ -96,54 +119,124 @@ def _row_errors(
     return errors
 
 
-class StandaloneWriter(Writer):
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-        self._pool = client.connection_pool
-        self._connection: redis.Connection | None = None
-        self._pending: Batch | None = None
+class _Line:
+    """One connection of a :class:`StandaloneWriter` and the chunk it waits on."""
 
-    def send(self, batch: Batch) -> None:
-        if self._connection is None:
-            self._connection = self._pool.get_connection()
-        try:
-            self._connection.send_packed_command([batch.payload], check_health=False)
-        except BaseException:
-            self._drop()
-            raise
-        self._pending = batch
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        self.pool = pool
+        self.connection = pool.get_connection()
+        self.chunk: Chunk | None = None
+        self._replies: list[bytes] = []
+        self._seen = 0
 
-    def receive(self) -> RowErrors:
-        batch, self._pending = self._pending, None
-        if batch is None or self._connection is None:
-            return []
-        try:
-            lines = _read_replies(self._connection, batch.commands)
-        except BaseException:
-            self._drop()
-            raise
+    def send(self, chunk: Chunk) -> None:
+        self.connection.send_packed_command([chunk.payload], check_health=False)
+        self.chunk, self._replies, self._seen = chunk, [], 0
+
+    def receive(self) -> bool:
+        """Read what arrived; True once every reply of the chunk is in."""
+        sock = self.connection._sock
+        if sock is None or self.chunk is None:
+            raise redis.ConnectionError("Redis sent data no command asked for")
+        data = sock.recv(1 << 20)
+        # TLS: the socket may hold decrypted bytes that select() does not announce.
+        while data and getattr(sock, "pending", None) and sock.pending():
+            data += sock.recv(1 << 20)
+        if not data:
+            raise redis.ConnectionError("Redis closed the connection mid-batch")
+        self._replies.append(data)
+        self._seen += data.count(b"\n")
+        return self._seen >= self.chunk.commands
+
+    def errors(self) -> RowErrors:
+        """The failed rows of the chunk whose replies are all in."""
+        assert self.chunk is not None
+        chunk, self.chunk = self.chunk, None
+        lines = _failed_lines(b"".join(self._replies), chunk.commands)
         if lines is None:
             return []
-        keys, row_commands = _payload_rows(batch.payload)
+        keys, row_commands = _payload_rows(chunk.payload)
         return [
             (keys[row], message)
             for row, message in _row_errors(lines, row_commands, list(range(len(keys))))
         ]
 
+
+class StandaloneWriter(Writer):
+    """Sends a batch's chunks over :data:`CONNECTIONS` connections, each connection's next
+    chunk as soon as it has answered the previous one. Rows are independent (each key once
+    in a run's plan, a row's commands in one chunk), so their order does not matter."""
+
+    def __init__(self, client: redis.Redis, connections: int = CONNECTIONS) -> None:
+        self.client = client
+        self._count = connections
+        self._lines: list[_Line] = []
+        self._selector: selectors.BaseSelector | None = None
+
+    def write(self, batch: Batch) -> RowErrors:
+        if not self._lines:
+            self._open()
+        assert self._selector is not None
+        todo = iter(batch.chunks)
+        errors: RowErrors = []
+        waiting = 0
+        try:
+            for line in self._lines:
+                chunk = next(todo, None)
+                if chunk is None:
+                    break
+                self.send_chunk(line, chunk)
+                waiting += 1
+            timeout = self._lines[0].connection.socket_timeout
+            while waiting:
+                ready = self._selector.select(timeout)
+                if not ready:
+                    raise redis.TimeoutError("Timeout reading from socket")
+                for key, _ in ready:
+                    line = key.data
+                    if not line.receive():
+                        continue
+                    errors.extend(line.errors())
+                    chunk = next(todo, None)
+                    if chunk is None:
+                        waiting -= 1
+                    else:
+                        self.send_chunk(line, chunk)
+        except BaseException:
+            self._drop()
+            raise
+        return errors
+
+    def send_chunk(self, line: _Line, chunk: Chunk) -> None:
+        line.send(chunk)
+
+    def _open(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        try:
+            for _ in range(self._count):
+                line = _Line(self.client.connection_pool)
+                self._lines.append(line)
+                self._selector.register(line.connection._sock, selectors.EVENT_READ, line)
+        except BaseException:
+            self._drop()
+            raise
+
     def _drop(self) -> None:
         # A half-read connection can never be reused: its replies would answer someone else.
-        if self._connection is not None:
-            self._connection.disconnect()
-            self._pool.release(self._connection)
-            self._connection = None
+        for line in self._lines:
+            line.connection.disconnect()
+        self._release()
+
+    def _release(self) -> None:
+        for line in self._lines:
+            line.pool.release(line.connection)
+        self._lines = []
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
 
     def close(self) -> None:
-        if self._pending is not None:
-            self._pending = None
-            self._drop()
-        elif self._connection is not None:
-            self._pool.release(self._connection)
-            self._connection = None
+        self._release()
 
 
 # Redirections of one batch are followed this many rounds; a cluster that still redirects
@@ -232,7 +325,11 @@ class ClusterWriter(Writer):
             self._connections[node.name] = (pool, pool.get_connection())
         return self._connections[node.name][1]
 
-    def send(self, batch: Batch) -> None:
+    def write(self, batch: Batch) -> RowErrors:
+        self._send(batch)
+        return self._receive()
+
+    def _send(self, batch: Batch) -> None:
         nodes = self.client.nodes_manager
         by_node: dict[str, list[int]] = defaultdict(list)
         node_of = {}
@@ -252,7 +349,7 @@ class ClusterWriter(Writer):
             self._drop_all()
             raise
 
-    def receive(self) -> RowErrors:
+    def _receive(self) -> RowErrors:
         errors: list[tuple[int, str]] = []
         try:
             redirected = self._collect(errors)
