@@ -195,7 +195,10 @@ def income_enrichment_sensor(
     now = time.time()
     age = now - fingerprint["mtime_ns"] / 1e9
     if age < 0:
-        waiting = wait_for_future_dated_file(context, state, fingerprint, now, income_file)
+        settle = (income_file.settle_seconds, "INCOME_SETTLE_SECONDS")
+        waiting = wait_for_future_dated_file(
+            context, state, FUTURE_DATED, fingerprint, now, str(path), settle
+        )
         if waiting is not None:
             return waiting
     elif age < income_file.settle_seconds:
@@ -280,30 +283,32 @@ FUTURE_DATED = "future_dated"
 def wait_for_future_dated_file(
     context: dg.SensorEvaluationContext,
     state: dict,
+    entry: str,
     fingerprint: dict,
     now: float,
-    income_file: EnrichmentFileResource,
+    path: str,
+    settle: tuple[float, str],
 ) -> dg.SkipReason | None:
     """A file dated in the future was written by a host whose clock is ahead of this one, so
-    its age says nothing. It counts as still once its size and mtime have not moved for
-    INCOME_SETTLE_SECONDS on this host's clock, instead of waiting out the skew."""
+    its age says nothing. It counts as still once its size and mtime have not moved for the
+    settle time (``settle``: seconds and the setting's name) on this host's clock, instead of
+    waiting out the skew; the cursor's ``entry`` in ``state`` tracks it meanwhile."""
+    settle_seconds, setting = settle
     ahead = fingerprint["mtime_ns"] / 1e9 - now
     seen = {key: fingerprint[key] for key in ("size", "mtime_ns")}
-    pending = state.get(FUTURE_DATED, {})
+    pending = state.get(entry, {})
     if {key: pending.get(key) for key in seen} != seen:
         pending = {**seen, "first_seen": now}
-        committed = {key: value for key, value in state.items() if key != FUTURE_DATED}
-        context.update_cursor(json.dumps({**committed, FUTURE_DATED: pending}, sort_keys=True))
+        context.update_cursor(json.dumps({**state, entry: pending}, sort_keys=True))
     still = now - pending["first_seen"]
     skew = (
-        f"{income_file.path} is dated {ahead:.0f}s in the future: the clock of the host that "
+        f"{path} is dated {ahead:.0f}s in the future: the clock of the host that "
         "writes it is ahead of this one, so its age is unknown"
     )
-    if still < income_file.settle_seconds:
+    if still < settle_seconds:
         return dg.SkipReason(
             f"{skew}; waiting until its size and mtime have not moved for "
-            f"{income_file.settle_seconds:.0f}s on this host's clock (INCOME_SETTLE_SECONDS), "
-            f"{still:.0f}s so far"
+            f"{settle_seconds:.0f}s on this host's clock ({setting}), {still:.0f}s so far"
         )
     context.log.warning(f"{skew}; loading it, unchanged for {still:.0f}s. Fix the clock skew")
     return None
@@ -325,7 +330,8 @@ def catalog_files_sensor(
     """Runs the recommendation path when the catalog or the order history changed."""
     paths = {"products": catalog_files.products_path, "orders": catalog_files.orders_path}
     assets = {"products": products, "orders": orders}
-    previous = json.loads(context.cursor) if context.cursor else {}
+    state = json.loads(context.cursor) if context.cursor else {}
+    previous = {name: state[name] for name in paths if name in state}
     fingerprints = {
         name: file_fingerprint(Path(path), previous.get(name)) for name, path in paths.items()
     }
@@ -334,10 +340,17 @@ def catalog_files_sensor(
             f"{', '.join(paths.values())} unchanged"
         )
     now = time.time()
+    settle = (catalog_files.settle_seconds, "CATALOG_SETTLE_SECONDS")
     for name, fingerprint in fingerprints.items():
         age = now - fingerprint["mtime_ns"] / 1e9
-        # A file dated in the future (a clock ahead of this host's) loads at once.
-        if 0 <= age < catalog_files.settle_seconds:
+        if age < 0:
+            entry = f"{FUTURE_DATED}:{name}"
+            waiting = wait_for_future_dated_file(
+                context, state, entry, fingerprint, now, paths[name], settle
+            )
+            if waiting is not None:
+                return waiting
+        elif age < catalog_files.settle_seconds:
             return dg.SkipReason(
                 f"{paths[name]} changed {age:.0f}s ago and may still be being written; waiting "
                 f"until it has been still for {catalog_files.settle_seconds:.0f}s "

@@ -3,8 +3,11 @@ recommendations_job; events drained since the last rebuild start the model and i
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -66,6 +69,36 @@ def test_catalog_sensor_waits_for_a_file_still_being_written(tmp_path: Path):
     assert waiting.run_requests == []
     assert "CATALOG_SETTLE_SECONDS" in waiting.skip_message
     assert waiting.cursor is None
+
+
+def test_a_future_dated_order_file_waits_out_the_settle_time_on_this_hosts_clock(
+    tmp_path: Path,
+):
+    """A writer whose clock is a day ahead: the file used to load at once, even while it was
+    still being written, since its age was negative."""
+    files = copied_samples(tmp_path, settle_seconds=1)
+    for name in ("products.csv", "orders.csv"):
+        stat = (tmp_path / name).stat()
+        os.utime(tmp_path / name, ns=(stat.st_atime_ns, stat.st_mtime_ns - 10**10))
+    orders = tmp_path / "orders.csv"
+    os.utime(orders, ns=(orders.stat().st_atime_ns, time.time_ns() + 24 * 3600 * 10**9))
+    first = tick(catalog_files_sensor, None, catalog_files=files)
+    assert first.run_requests == []
+    assert re.search(r"orders.csv is dated 86\d{3}s in the future", first.skip_message)
+    assert "CATALOG_SETTLE_SECONDS" in first.skip_message
+
+    # Still being written: the wait starts again from the new size.
+    orders.write_text(orders.read_text() + "O999999,U000001,SKU-7,2024-12-01T00:00:00Z\n")
+    os.utime(orders, ns=(orders.stat().st_atime_ns, time.time_ns() + 24 * 3600 * 10**9))
+    time.sleep(1.1)
+    grown = tick(catalog_files_sensor, first.cursor, catalog_files=files)
+    assert grown.run_requests == [], "a file that just grew is not still"
+
+    time.sleep(1.1)
+    settled = tick(catalog_files_sensor, grown.cursor, catalog_files=files)
+    assert len(settled.run_requests) == 1, settled.skip_message
+    assert set(json.loads(settled.cursor)) == {"products", "orders"}
+    assert tick(catalog_files_sensor, settled.cursor, catalog_files=files).run_requests == []
 
 
 def test_the_model_is_rebuilt_once_per_drain_that_landed_events():
