@@ -614,6 +614,37 @@ def test_duckdb_runs_the_sync_under_its_memory_limit_and_gets_its_own_back(con, 
         assert con.execute(limit).fetchone()[0] == "2.7 GiB"
 
 
+class ThresholdWatchingWriter(StandaloneWriter):
+    """Reads DuckDB's checkpoint threshold (a database-wide setting) while each batch is
+    written, through a connection of its own."""
+
+    def __init__(self, client: redis.Redis, con: duckdb.DuckDBPyConnection) -> None:
+        super().__init__(client)
+        self.watch = con.cursor()
+        self.seen: list[str] = []
+
+    def write(self, batch):
+        setting = "SELECT current_setting('checkpoint_threshold')"
+        self.seen.append(self.watch.execute(setting).fetchone()[0])
+        return super().write(batch)
+
+
+def test_checkpoints_wait_while_batches_are_sent_and_the_threshold_comes_back(con, redis_client):
+    """Each span's commit grows the WAL; checkpointing the snapshot every 16 MiB took the
+    CPU a local Redis needed, so the sync raises the threshold for its writes only."""
+    threshold = "SELECT current_setting('checkpoint_threshold')"
+    default = con.execute(threshold).fetchone()[0]
+    load(con, 50)
+    writer = ThresholdWatchingWriter(redis_client, con)
+    sync_table(con, writer, SPEC, mode="full", batch_size=10)
+    assert writer.seen == ["953.6 MiB"] * 5
+    assert con.execute(threshold).fetchone()[0] == default
+    con.execute("SET checkpoint_threshold = '64MB'")
+    sync_table(con, ThresholdWatchingWriter(redis_client, con), SPEC, mode="full")
+    assert con.execute(threshold).fetchone()[0] == "61.0 MiB"
+    assert redis_client.hgetall("user:u49") == expected_hashes(con)["user:u49"]
+
+
 def test_rows_refused_in_many_chunks_on_all_connections_are_each_found(con, redis_client):
     """A batch goes out in chunks over several connections at once; a refused row in any
     chunk of any connection is recorded under its own key and every other row lands."""
