@@ -57,9 +57,10 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
+from itertools import pairwise
 from typing import Any
 
 import duckdb
@@ -133,11 +134,12 @@ RENDERED_TOGETHER = 4
 # DuckDB's memory limit while a sync runs. Its temp tables hold every row of the plan; past
 # this DuckDB spills them to disk, so ten million rows need no more memory than one million.
 MEMORY_LIMIT = "1GB"
-# DuckDB's checkpoint threshold while batches are sent. Each span's commit adds the sent
-# keys and the acknowledged rows to the WAL; past the default 16 MiB every few commits would
-# checkpoint the snapshot, which took a third of the run's commit time and the CPU a local
-# redis-server needed (1M rows, 2 cores: 196k rows/s against 231k-240k with one checkpoint
-# after the last batch). A crash meanwhile only leaves a longer WAL to replay.
+# DuckDB's checkpoint threshold while batches are sent, up to the last span. Each span's
+# commit adds the sent keys and the acknowledged rows to the WAL; past the default 16 MiB
+# every few commits would checkpoint the snapshot, which took a third of the run's commit
+# time and the CPU a local redis-server needed (1M rows, 2 cores: 196k rows/s against
+# 231k-240k with one checkpoint). The one checkpoint comes with the last span's commit,
+# while Redis still has queued batches to write. A crash meanwhile leaves a longer WAL.
 WRITE_CHECKPOINT_THRESHOLD = "1GB"
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -605,6 +607,35 @@ def _diff(
         dup_values = f", {nulls}"
     else:
         source, carried, dup_values = "SELECT k, fp, nn, proto FROM _sync_cur", "", ""
+    unique_source = (
+        f"SELECT *, false AS dup FROM ({source})"
+        " WHERE k IS NOT NULL AND k NOT IN (SELECT k FROM _sync_dups)"
+    )
+    if carry and refused == "false" and not scalar(con, "SELECT count(*) FROM _sync_doubt"):
+        # A first sync: nothing to join, nothing to remove, so the same columns come from
+        # one pass over the source (the joins and the union cost a third of the plan).
+        sides = f"""
+            SELECT k, fp AS cur_fp, nn AS cur_nn, nn <> 0 AND NOT proto AS valid,
+                false AS refused, true AS present, false AS in_snapshot, false AS doubt,
+                NULL::UBIGINT AS fingerprint, NULL::UBIGINT AS fields_mask,
+                NULL::UBIGINT AS spec{carried}
+            FROM ({unique_source}) c
+        """
+    else:
+        sides = f"""
+            SELECT coalesce(c.k, s.key, d.key) AS k, c.fp AS cur_fp, c.nn AS cur_nn,
+                coalesce(NOT c.dup AND c.nn <> 0 AND NOT c.proto, false) AS valid,
+                coalesce(NOT c.dup AND {refused}, false) AS refused,
+                c.k IS NOT NULL AS present, s.key IS NOT NULL AS in_snapshot,
+                d.key IS NOT NULL AS doubt, s.fingerprint, s.fields_mask, s.spec{carried}
+            FROM (
+                {unique_source}
+                UNION ALL
+                SELECT k, NULL, NULL, NULL{dup_values}, true FROM _sync_dups
+            ) c
+            FULL OUTER JOIN {snapshot} s ON s.key = c.k
+            FULL OUTER JOIN _sync_doubt d ON d.key = coalesce(c.k, s.key)
+        """
     plan_sql = f"""
         SELECT * FROM (
             SELECT k{", " + names if carry else ""},
@@ -617,21 +648,7 @@ def _diff(
                      ELSE 'unchanged' END AS op,
                 in_snapshot,
                 CASE WHEN valid THEN {delete_mask} ELSE {all_bits}::UBIGINT END AS del
-            FROM (
-                SELECT coalesce(c.k, s.key, d.key) AS k, c.fp AS cur_fp, c.nn AS cur_nn,
-                    coalesce(NOT c.dup AND c.nn <> 0 AND NOT c.proto, false) AS valid,
-                    coalesce(NOT c.dup AND {refused}, false) AS refused,
-                    c.k IS NOT NULL AS present, s.key IS NOT NULL AS in_snapshot,
-                    d.key IS NOT NULL AS doubt, s.fingerprint, s.fields_mask, s.spec{carried}
-                FROM (
-                    SELECT *, false AS dup FROM ({source})
-                    WHERE k IS NOT NULL AND k NOT IN (SELECT k FROM _sync_dups)
-                    UNION ALL
-                    SELECT k, NULL, NULL, NULL{dup_values}, true FROM _sync_dups
-                ) c
-                FULL OUTER JOIN {snapshot} s ON s.key = c.k
-                FULL OUTER JOIN _sync_doubt d ON d.key = coalesce(c.k, s.key)
-            )
+            FROM ({sides})
             WHERE CASE WHEN valid THEN NOT refused ELSE {removed} END
         ) WHERE {"true" if rewrite_all else "op <> 'unchanged'"}
     """
@@ -737,9 +754,18 @@ def _write(
         _record(con, plan, snapshot, result, batches, acknowledgements, then)
 
     try:
-        with _duckdb_setting(con, "checkpoint_threshold", WRITE_CHECKPOINT_THRESHOLD):
-            for first in range(0, batches.count, RENDERED_TOGETHER):
-                last = min(first + RENDERED_TOGETHER, batches.count) - 1
+        with ExitStack() as deferred_checkpoints:
+            deferred_checkpoints.enter_context(
+                _duckdb_setting(con, "checkpoint_threshold", WRITE_CHECKPOINT_THRESHOLD)
+            )
+            # The first span is one batch: Redis starts after one batch is rendered, not four.
+            starts = [0, *range(1, batches.count, RENDERED_TOGETHER), batches.count]
+            for first, end in pairwise(starts):
+                last = end - 1
+                if end == batches.count:
+                    # The last span's commit checkpoints while Redis still writes the batches
+                    # queued before it, rather than after the run's last reply.
+                    deferred_checkpoints.close()
                 rendered = render(con, plan, batch_size, first, last)
                 span = _rows(first * batch_size, batches.end(last), "rowid AS rn, k AS key")
                 # Committed before any of these batches leaves the process, in the transaction
