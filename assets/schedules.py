@@ -7,6 +7,8 @@
   It never reads Salesforce or the files, and never rebuilds a model.
 - reconcile_schedule (nightly, RUNNING): the same in full mode, rewriting every profile hash to
   repair drift the snapshot cannot see (a flushed Redis, hand edits, evicted keys).
+  Both leave out the syncs of tables never built in this instance (a new deployment, the model
+  before the first catalog): those have nothing to repair, and would fail every tick.
 - warehouse_actions_schedule (every 30 minutes, STOPPED): for teams that prefer RudderStack's
   fixed cadence to change detection. Turn it on *instead of* the two sensors, not beside them.
 """
@@ -21,26 +23,60 @@ from assets.jobs import (
 )
 from personalization_pipeline.settings import current
 
-redis_verify_schedule = dg.ScheduleDefinition(
-    name="redis_verify_schedule",
-    job=redis_sync_job,
-    cron_schedule=current().automation.redis_verify_cron,
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description=(
-        "Incremental sync + read-back of everything Redis holds (redis_sync_job): Redis "
-        "verified fresh, repaired if it lost its data."
-    ),
+
+def schedule_of_what_is_built(
+    name: str, job, cron_schedule: str, description: str, run_config: dict | None = None
+) -> dg.ScheduleDefinition:
+    """A RUNNING schedule of ``job`` that runs only the assets whose upstream tables have been
+    built in this instance. A sync of a table that does not exist yet (a new deployment, the
+    recommendation model before any catalog arrived) has nothing to verify or repair: run, it
+    would fail every tick. When nothing is built the tick is skipped, saying so."""
+
+    @dg.schedule(
+        name=name,
+        job=job,
+        cron_schedule=cron_schedule,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=description,
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext):
+        graph = context.repository_def.asset_graph
+        built, waiting = [], []
+        for key in sorted(job.selection.resolve(graph)):
+            parents = graph.get(key).parent_keys
+            materialized = all(
+                context.instance.get_latest_materialization_event(p) for p in parents
+            )
+            (built if materialized else waiting).append(key)
+        names = ", ".join(key.to_user_string() for key in waiting)
+        if waiting:
+            context.log.info(f"Left out, their upstream tables were never built: {names}")
+        if not built:
+            return dg.SkipReason(
+                f"Nothing to sync yet: the tables behind {names} were never built here. "
+                "Materialize them (their sensors do once their sources arrive) and this "
+                "schedule takes them from its next tick."
+            )
+        return dg.RunRequest(asset_selection=built, run_config=run_config or {})
+
+    return _schedule
+
+
+redis_verify_schedule = schedule_of_what_is_built(
+    "redis_verify_schedule",
+    redis_sync_job,
+    current().automation.redis_verify_cron,
+    "Incremental sync + read-back of everything Redis holds (redis_sync_job): Redis "
+    "verified fresh, repaired if it lost its data. Tables never built are left out.",
 )
 
-reconcile_schedule = dg.ScheduleDefinition(
-    name="reconcile_schedule",
-    job=redis_profiles_job,
-    run_config=FULL_SYNC_RUN_CONFIG,
-    cron_schedule=current().automation.reconcile_cron,
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Nightly full rewrite of the profile hashes in Redis from user_profiles.",
+reconcile_schedule = schedule_of_what_is_built(
+    "reconcile_schedule",
+    redis_profiles_job,
+    current().automation.reconcile_cron,
+    "Nightly full rewrite of the profile hashes in Redis from user_profiles.",
+    FULL_SYNC_RUN_CONFIG,
 )
 
 warehouse_actions_schedule = dg.ScheduleDefinition(

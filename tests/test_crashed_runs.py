@@ -55,6 +55,7 @@ RUN_LOGS_QUERY = """
 query ($runId: ID!) { logsForRun(runId: $runId) { ... on EventConnection { events {
     __typename
     ... on MessageEvent { message }
+    ... on ExecutionStepFailureEvent { error { message } }
     ... on EngineEvent { stepKey metadataEntries { label ... on TextMetadataEntry { text } } }
 } } } }
 """
@@ -167,6 +168,16 @@ def failure_message(dev: DagsterDev, run_id: str) -> str:
     return next(e["message"] for e in run_logs(dev, run_id) if e["__typename"] == "RunFailureEvent")
 
 
+def step_failures(dev: DagsterDev, run_id: str) -> list[str]:
+    """Why a run failed, from its step failures and its run failure, to show in an assertion."""
+    events = run_logs(dev, run_id)
+    return [
+        (event.get("error") or {}).get("message") or event["message"]
+        for event in events
+        if event["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent")
+    ]
+
+
 @pytest.fixture
 def big_export_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
     export = tmp_path / "contacts.csv"
@@ -191,9 +202,12 @@ def test_a_killed_worker_frees_its_slot_and_its_run_is_retried(big_export_env, t
         every_run = wait_for_every_run(dev, {victim})
         assert claimed_slots(dev) == []
         messages = "\n".join(str(event.get("message")) for event in run_logs(dev, victim))
+        failed = {run["runId"] for run in every_run if run["status"] == "FAILURE"} - {victim}
+        step_errors = {run_id: step_failures(dev, run_id) for run_id in failed}
     status = {run["runId"]: run["status"] for run in every_run}
     assert status.pop(victim) == "FAILURE"
-    assert status == dict.fromkeys(status, "SUCCESS")  # the retry and the run that waited
+    # The retry and the run that waited.
+    assert status == dict.fromkeys(status, "SUCCESS"), step_errors
     # Whichever notices first fails the run: the code server (it polls its workers every 0.5 s,
     # when not too busy) or the monitoring daemon's pid check (every 2 s here).
     assert (
@@ -220,10 +234,12 @@ def test_runs_of_a_dead_dagster_are_failed_by_the_restarted_daemon(big_export_en
         freed_in = wait_until_freed(dev, started)
         every_run = wait_for_every_run(dev, started)
         assert claimed_slots(dev) == []
-        messages = {run_id: failure_message(dev, run_id) for run_id in started}
+        failed = {run["runId"] for run in every_run if run["status"] == "FAILURE"}
+        messages = {run_id: failure_message(dev, run_id) for run_id in failed}
+        step_errors = {run_id: step_failures(dev, run_id) for run_id in failed - started}
     status = {run["runId"]: run["status"] for run in every_run}
     assert {run_id: status.pop(run_id) for run_id in started} == dict.fromkeys(started, "FAILURE")
-    assert status == dict.fromkeys(status, "SUCCESS")
+    assert status == dict.fromkeys(status, "SUCCESS"), step_errors
     assert f"Run worker process {pid} on {socket.gethostname()} is gone" in messages[victim]
     print(f"duckdb pool freed {freed_in:.1f} s after the restart")
 
