@@ -168,14 +168,18 @@ def failure_message(dev: DagsterDev, run_id: str) -> str:
     return next(e["message"] for e in run_logs(dev, run_id) if e["__typename"] == "RunFailureEvent")
 
 
-def step_failures(dev: DagsterDev, run_id: str) -> list[str]:
-    """Why a run failed, from its step failures and its run failure, to show in an assertion."""
-    events = run_logs(dev, run_id)
-    return [
-        (event.get("error") or {}).get("message") or event["message"]
-        for event in events
-        if event["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent")
-    ]
+def unexpected_failures(dev: DagsterDev, every_run: list[dict], expected: set[str]) -> dict:
+    """Why each failed run but ``expected`` failed (its step and run failures), to show in an
+    assertion."""
+    return {
+        run["runId"]: [
+            (event.get("error") or {}).get("message") or event["message"]
+            for event in run_logs(dev, run["runId"])
+            if event["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent")
+        ]
+        for run in every_run
+        if run["status"] == "FAILURE" and run["runId"] not in expected
+    }
 
 
 @pytest.fixture
@@ -202,8 +206,7 @@ def test_a_killed_worker_frees_its_slot_and_its_run_is_retried(big_export_env, t
         every_run = wait_for_every_run(dev, {victim})
         assert claimed_slots(dev) == []
         messages = "\n".join(str(event.get("message")) for event in run_logs(dev, victim))
-        failed = {run["runId"] for run in every_run if run["status"] == "FAILURE"} - {victim}
-        step_errors = {run_id: step_failures(dev, run_id) for run_id in failed}
+        step_errors = unexpected_failures(dev, every_run, {victim})
     status = {run["runId"]: run["status"] for run in every_run}
     assert status.pop(victim) == "FAILURE"
     # The retry and the run that waited.
@@ -234,9 +237,8 @@ def test_runs_of_a_dead_dagster_are_failed_by_the_restarted_daemon(big_export_en
         freed_in = wait_until_freed(dev, started)
         every_run = wait_for_every_run(dev, started)
         assert claimed_slots(dev) == []
-        failed = {run["runId"] for run in every_run if run["status"] == "FAILURE"}
-        messages = {run_id: failure_message(dev, run_id) for run_id in failed}
-        step_errors = {run_id: step_failures(dev, run_id) for run_id in failed - started}
+        messages = {run_id: failure_message(dev, run_id) for run_id in started}
+        step_errors = unexpected_failures(dev, every_run, started)
     status = {run["runId"]: run["status"] for run in every_run}
     assert {run_id: status.pop(run_id) for run_id in started} == dict.fromkeys(started, "FAILURE")
     assert status == dict.fromkeys(status, "SUCCESS"), step_errors
