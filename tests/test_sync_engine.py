@@ -12,7 +12,13 @@ import redis
 from redis.crc import key_slot
 
 from personalization_pipeline.resources.redis import redact
-from personalization_pipeline.sync.engine import SyncError, SyncSpec, render_rows, sync_table
+from personalization_pipeline.sync.engine import (
+    SENDER_DEPTH,
+    SyncError,
+    SyncSpec,
+    render_rows,
+    sync_table,
+)
 from personalization_pipeline.sync.identify import (
     IdentifyError,
     identify_fields,
@@ -629,19 +635,23 @@ class ThresholdWatchingWriter(StandaloneWriter):
         return super().write(batch)
 
 
-def test_checkpoints_wait_until_the_last_span_and_the_threshold_comes_back(con, redis_client):
+def test_checkpoints_wait_until_every_batch_is_queued_and_the_threshold_comes_back(
+    con, redis_client
+):
     """Each span's commit grows the WAL; checkpointing the snapshot every 16 MiB took the
-    CPU a local Redis needed, so the sync raises the threshold until its last span."""
+    CPU a local Redis needed, so the sync raises the threshold until every batch is queued
+    (then checkpoints; here refused, since the writer's cursor holds a transaction)."""
     threshold = "SELECT current_setting('checkpoint_threshold')"
     default = con.execute(threshold).fetchone()[0]
     load(con, 100)
     writer = ThresholdWatchingWriter(redis_client, con)
-    # Spans of batches 0, 1-4, 5-8 and 9. The threshold comes back before 9 is rendered;
-    # the sender's queue holds two batches, so by then it has begun batches 0 to 6 and read
-    # the setting for 0 to 5 (for 6 to 9 it may read either).
-    sync_table(con, writer, SPEC, mode="full", batch_size=10)
-    assert len(writer.seen) == 10
-    assert writer.seen[:6] == ["953.6 MiB"] * 6
+    # The threshold comes back once the last batch (19) is queued; the sender holds
+    # SENDER_DEPTH batches, so by then it has taken batches 0 to 19 - SENDER_DEPTH and read
+    # the setting for all but the last of those (for the others it may read either).
+    sync_table(con, writer, SPEC, mode="full", batch_size=5)
+    assert len(writer.seen) == 20
+    read_before = 19 - SENDER_DEPTH
+    assert writer.seen[:read_before] == ["953.6 MiB"] * read_before
     assert con.execute(threshold).fetchone()[0] == default
     con.execute("SET checkpoint_threshold = '64MB'")
     sync_table(con, ThresholdWatchingWriter(redis_client, con), SPEC, mode="full")

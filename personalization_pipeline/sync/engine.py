@@ -57,7 +57,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from itertools import pairwise
@@ -134,13 +134,17 @@ RENDERED_TOGETHER = 4
 # DuckDB's memory limit while a sync runs. Its temp tables hold every row of the plan; past
 # this DuckDB spills them to disk, so ten million rows need no more memory than one million.
 MEMORY_LIMIT = "1GB"
-# DuckDB's checkpoint threshold while batches are sent, up to the last span. Each span's
-# commit adds the sent keys and the acknowledged rows to the WAL; past the default 16 MiB
-# every few commits would checkpoint the snapshot, which took a third of the run's commit
-# time and the CPU a local redis-server needed (1M rows, 2 cores: 196k rows/s against
-# 231k-240k with one checkpoint). The one checkpoint comes with the last span's commit,
-# while Redis still has queued batches to write. A crash meanwhile leaves a longer WAL.
+# DuckDB's checkpoint threshold while batches are sent. Each span's commit adds the sent
+# keys and the acknowledged rows to the WAL; past the default 16 MiB every few commits would
+# checkpoint the snapshot, which took a third of the run's commit time and the CPU a local
+# redis-server needed (1M rows, 2 cores: 196k rows/s against 231k-240k with one checkpoint).
+# The one checkpoint runs once every batch is handed to the sender, while Redis writes the
+# batches it holds (SENDER_DEPTH). A crash meanwhile leaves a longer WAL.
 WRITE_CHECKPOINT_THRESHOLD = "1GB"
+# Rendered batches the sender may hold. The checkpoint of 1M rows' state takes about as long
+# as Redis takes to write six batches of 20,000 rows (~0.4 s here); with two, it outlasted
+# them and Redis sat idle (1M rows, same run, alternating: 249k against 267k rows/s median).
+SENDER_DEPTH = 6
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _RELATION = re.compile(r'^[A-Za-z_][\w$]*(\.[A-Za-z_][\w$]*){0,2}$|^"')
@@ -741,7 +745,7 @@ def _write(
     render = _cluster_batches if writer.needs_rows else _standalone_batches
     name = plan.spec.name
     begin_sending(con, name, result.run_id, batch_size)
-    sender = Sender(writer)
+    sender = Sender(writer, SENDER_DEPTH)
     threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
     # One DuckDB thread renders some 1.5M rows/s, several times what a Redis server takes;
     # more threads only take CPU from the sender thread and from a redis-server on this
@@ -762,10 +766,6 @@ def _write(
             starts = [0, *range(1, batches.count, RENDERED_TOGETHER), batches.count]
             for first, end in pairwise(starts):
                 last = end - 1
-                if end == batches.count:
-                    # The last span's commit checkpoints while Redis still writes the batches
-                    # queued before it, rather than after the run's last reply.
-                    deferred_checkpoints.close()
                 rendered = render(con, plan, batch_size, first, last)
                 span = _rows(first * batch_size, batches.end(last), "rowid AS rn, k AS key")
                 # Committed before any of these batches leaves the process, in the transaction
@@ -776,6 +776,12 @@ def _write(
                 )
                 for number, batch in enumerate(rendered, first):
                     sender.put(number, batch)
+            # The one checkpoint, while Redis still writes the batches the sender holds,
+            # rather than in a commit after the run's last reply. DuckDB refuses it while
+            # another connection writes; then its threshold checkpoints a later commit.
+            deferred_checkpoints.close()
+            with suppress(duckdb.TransactionException):
+                con.execute("CHECKPOINT")
             record(sender.finish())
     finally:
         sender.stop()
