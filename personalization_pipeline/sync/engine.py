@@ -355,7 +355,7 @@ def sync_table(
                 epoch, result.full_sync_reason = _check_epoch(
                     con, writer, spec, snapshot, epoch_key
                 )
-            _diff(con, plan, snapshot, result, mode, remove_nulls, has_rejected)
+            current = _diff(con, plan, snapshot, result, mode, remove_nulls, has_rejected)
             if mode == "mirror":
                 _guard_removals(con, snapshot, result, max_delete_fraction, force)
 
@@ -368,7 +368,7 @@ def sync_table(
                 con,
                 spec.name,
                 result.run_id,
-                "(SELECT k AS redis_key, fp AS fingerprint FROM _sync_cur)",
+                f"(SELECT k AS redis_key, fp AS fingerprint FROM {current})",
                 "(SELECT key_value, k AS redis_key, fp AS fingerprint, reason FROM _sync_invalid)",
             )
             if epoch is None:
@@ -516,22 +516,56 @@ def _diff(
     mode: str,
     remove_nulls: bool,
     has_rejected: bool,
-) -> None:
-    """Temp tables ``_sync_cur`` (key, fingerprint, field mask of every source row),
-    ``_sync_invalid`` (rows that cannot be written, with the reason) and ``_sync_rows``
-    (rows to send: added, changed, removed, every valid row when rewriting all, with raw
-    copies of their values; see :func:`_rows` for how they are numbered)."""
+) -> str:
+    """Temp tables ``_sync_invalid`` (rows that cannot be written, with the reason) and
+    ``_sync_rows`` (rows to send: added, changed, removed, every valid row when rewriting
+    all, with raw copies of their values; see :func:`_rows` for how they are numbered).
+    Returns the relation of every source row's key, fingerprint and field mask (``k``,
+    ``fp``, ``nn``): ``_sync_cur``, or ``_sync_rows`` itself on a first sync with no invalid
+    rows."""
     spec = plan.spec
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _sync_doubt AS {in_doubt_keys(con, spec.name)}")
+    rewrite_all = mode == "full" or result.full_sync_reason is not None
+    all_bits = plan.all_bits
+    refused = "false"
+    if has_rejected and scalar(
+        con,
+        "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ? AND kind = 'write'",
+        [spec.name],
+    ):
+        # Rows Redis refused wait until they change (a different fingerprint) to be retried.
+        refused = (
+            "EXISTS (SELECT 1 FROM sync.rejected_rows r WHERE r.sync_name = "
+            f"{literal(spec.name)} AND r.kind = 'write' AND r.redis_key = c.k"
+            " AND r.fingerprint = c.fp)"
+        )
+    carry = not scalar(con, f"SELECT count(*) FROM {snapshot}")
+    # A first sync: nothing to join, nothing to remove, every valid row is added.
+    first_sync = (
+        carry and refused == "false" and not scalar(con, "SELECT count(*) FROM _sync_doubt")
+    )
     columns = [ident(c) for c in plan.columns]
+    raw = ", ".join(f"{c} AS c{i}" for i, c in enumerate(columns))
+    names = ", ".join(f"c{i}" for i in range(len(columns)))
     mask = " | ".join(f"(CAST({c} IS NOT NULL AS UBIGINT) << {i})" for i, c in enumerate(columns))
+    row_to_send = ""
+    if first_sync:
+        # Each row already as a row to send, so that the rows of a table with no invalid
+        # row are the rows to send, made in one pass over the source: no second pass, no
+        # copy (together 40% of a first sync's plan at 1M rows).
+        first_del = f"({all_bits}::UBIGINT & ~nn)" if rewrite_all and remove_nulls else "0"
+        row_to_send = (
+            f", {names}, 'added' AS op, false AS in_snapshot, CAST({first_del} AS UBIGINT) AS del"
+        )
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _sync_cur AS
         SELECT k, fp, nn, CASE WHEN k IS NULL THEN CAST(key_text AS VARCHAR) END AS blank_key,
-            proto
+            proto{row_to_send}
         FROM (
             SELECT {plan.key_sql} AS k, {plan.key_text} AS key_text,
                 hash({", ".join(columns)}) AS fp, {mask} AS nn, {_proto_sql(plan)} AS proto
+                {", " + raw if first_sync else ""}
             FROM {spec.relation}
         )
         """
@@ -555,8 +589,48 @@ def _diff(
         WHERE c.k IS NULL OR c.nn = 0 OR d.n IS NOT NULL OR c.proto
         """
     )
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _sync_doubt AS {in_doubt_keys(con, spec.name)}")
-    rewrite_all = mode == "full" or result.full_sync_reason is not None
+    valid = (
+        "c.k IS NOT NULL AND c.nn <> 0 AND NOT c.proto AND c.k NOT IN (SELECT k FROM _sync_dups)"
+    )
+    invalid = scalar(con, "SELECT count(*) FROM _sync_invalid")
+    current = "_sync_cur"
+    if first_sync and not invalid:
+        con.execute("DROP TABLE IF EXISTS temp._sync_rows")
+        con.execute("ALTER TABLE temp._sync_cur RENAME TO _sync_rows")
+        current = "_sync_rows"
+    elif first_sync:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _sync_rows AS SELECT * FROM _sync_cur c WHERE {valid}"
+        )
+    else:
+        _join_snapshot(con, plan, snapshot, mode, remove_nulls, rewrite_all, refused, carry)
+    counts = dict(con.execute("SELECT op, count(*) FROM _sync_rows GROUP BY op").fetchall())
+    total = scalar(con, f"SELECT count(*) FROM {current}")
+    skipped = 0
+    if refused != "false":
+        skipped = scalar(con, f"SELECT count(*) FROM _sync_cur c WHERE {valid} AND {refused}")
+    result.added = counts.get("added", 0)
+    result.changed = counts.get("changed", 0)
+    result.removed = counts.get("removed", 0)
+    result.unchanged = counts.get(
+        "unchanged", total - invalid - skipped - result.added - result.changed
+    )
+    result.rejected = invalid + skipped
+    return current
+
+
+def _join_snapshot(
+    con: duckdb.DuckDBPyConnection,
+    plan: _Plan,
+    snapshot: str,
+    mode: str,
+    remove_nulls: bool,
+    rewrite_all: bool,
+    refused: str,
+    carry: bool,
+) -> None:
+    """``_sync_rows`` from ``_sync_cur``, the snapshot and the in-doubt keys."""
+    spec = plan.spec
     all_bits = plan.all_bits
     # Fields this sync may have written and that are null now. Unknown (rewrite, in doubt,
     # changed mapping): every mapped field; otherwise the snapshot's mask says.
@@ -568,18 +642,6 @@ def _diff(
             f" OR spec <> {plan.spec_hash} THEN ({all_bits}::UBIGINT & ~cur_nn)"
             " WHEN NOT in_snapshot THEN 0::UBIGINT ELSE (fields_mask & ~cur_nn) END"
         )
-    refused = "false"
-    if has_rejected and scalar(
-        con,
-        "SELECT count(*) FROM sync.rejected_rows WHERE sync_name = ? AND kind = 'write'",
-        [spec.name],
-    ):
-        # Rows Redis refused wait until they change (a different fingerprint) to be retried.
-        refused = (
-            "EXISTS (SELECT 1 FROM sync.rejected_rows r WHERE r.sync_name = "
-            f"{literal(spec.name)} AND r.kind = 'write' AND r.redis_key = c.k"
-            " AND r.fingerprint = c.fp)"
-        )
     # Mirror removes what left the source; every mode removes in-doubt keys whose rows are
     # not valid now, since a crashed run may have written them without recording it.
     removed = "doubt"
@@ -590,14 +652,14 @@ def _diff(
     # each further join of the source with the snapshot spills to disk. The rows to send
     # get raw copies of their values (rendering happens per batch, while Redis works),
     # numbered in the order they are stored, so a batch is a few contiguous row groups.
-    # Against an empty snapshot (a first sync, where every row is sent) the join carries the
-    # values from the source; otherwise it joins the narrow ``_sync_cur`` and the values are
-    # fetched for the rows to send only, so an unchanged table is never copied.
+    # Against an empty snapshot the join carries the values from the source; otherwise it
+    # joins the narrow ``_sync_cur`` and the values are fetched for the rows to send only,
+    # so an unchanged table is never copied.
     columns = [ident(c) for c in plan.columns]
+    mask = " | ".join(f"(CAST({c} IS NOT NULL AS UBIGINT) << {i})" for i, c in enumerate(columns))
     raw = ", ".join(f"{c} AS c{i}" for i, c in enumerate(columns))
     names = ", ".join(f"c{i}" for i in range(len(columns)))
     nulls = ", ".join(f"NULL AS c{i}" for i in range(len(columns)))
-    carry = not scalar(con, f"SELECT count(*) FROM {snapshot}")
     if carry:
         source = (
             f"SELECT {plan.key_sql} AS k, hash({', '.join(columns)}) AS fp, {mask} AS nn,"
@@ -615,31 +677,20 @@ def _diff(
         f"SELECT *, false AS dup FROM ({source})"
         " WHERE k IS NOT NULL AND k NOT IN (SELECT k FROM _sync_dups)"
     )
-    if carry and refused == "false" and not scalar(con, "SELECT count(*) FROM _sync_doubt"):
-        # A first sync: nothing to join, nothing to remove, so the same columns come from
-        # one pass over the source (the joins and the union cost a third of the plan).
-        sides = f"""
-            SELECT k, fp AS cur_fp, nn AS cur_nn, nn <> 0 AND NOT proto AS valid,
-                false AS refused, true AS present, false AS in_snapshot, false AS doubt,
-                NULL::UBIGINT AS fingerprint, NULL::UBIGINT AS fields_mask,
-                NULL::UBIGINT AS spec{carried}
-            FROM ({unique_source}) c
-        """
-    else:
-        sides = f"""
-            SELECT coalesce(c.k, s.key, d.key) AS k, c.fp AS cur_fp, c.nn AS cur_nn,
-                coalesce(NOT c.dup AND c.nn <> 0 AND NOT c.proto, false) AS valid,
-                coalesce(NOT c.dup AND {refused}, false) AS refused,
-                c.k IS NOT NULL AS present, s.key IS NOT NULL AS in_snapshot,
-                d.key IS NOT NULL AS doubt, s.fingerprint, s.fields_mask, s.spec{carried}
-            FROM (
-                {unique_source}
-                UNION ALL
-                SELECT k, NULL, NULL, NULL{dup_values}, true FROM _sync_dups
-            ) c
-            FULL OUTER JOIN {snapshot} s ON s.key = c.k
-            FULL OUTER JOIN _sync_doubt d ON d.key = coalesce(c.k, s.key)
-        """
+    sides = f"""
+        SELECT coalesce(c.k, s.key, d.key) AS k, c.fp AS cur_fp, c.nn AS cur_nn,
+            coalesce(NOT c.dup AND c.nn <> 0 AND NOT c.proto, false) AS valid,
+            coalesce(NOT c.dup AND {refused}, false) AS refused,
+            c.k IS NOT NULL AS present, s.key IS NOT NULL AS in_snapshot,
+            d.key IS NOT NULL AS doubt, s.fingerprint, s.fields_mask, s.spec{carried}
+        FROM (
+            {unique_source}
+            UNION ALL
+            SELECT k, NULL, NULL, NULL{dup_values}, true FROM _sync_dups
+        ) c
+        FULL OUTER JOIN {snapshot} s ON s.key = c.k
+        FULL OUTER JOIN _sync_doubt d ON d.key = coalesce(c.k, s.key)
+    """
     plan_sql = f"""
         SELECT * FROM (
             SELECT k{", " + names if carry else ""},
@@ -670,22 +721,6 @@ def _diff(
     # Numbered by its rowid (0 to n - 1 in the order stored, as it is made in one statement):
     # no window to number it, and a batch's rows are one rowid range DuckDB seeks to.
     con.execute(f"CREATE OR REPLACE TEMP TABLE _sync_rows AS {plan_sql}")
-    valid = (
-        "c.k IS NOT NULL AND c.nn <> 0 AND NOT c.proto AND c.k NOT IN (SELECT k FROM _sync_dups)"
-    )
-    counts = dict(con.execute("SELECT op, count(*) FROM _sync_rows GROUP BY op").fetchall())
-    total = scalar(con, "SELECT count(*) FROM _sync_cur")
-    invalid = scalar(con, "SELECT count(*) FROM _sync_invalid")
-    skipped = 0
-    if refused != "false":
-        skipped = scalar(con, f"SELECT count(*) FROM _sync_cur c WHERE {valid} AND {refused}")
-    result.added = counts.get("added", 0)
-    result.changed = counts.get("changed", 0)
-    result.removed = counts.get("removed", 0)
-    result.unchanged = counts.get(
-        "unchanged", total - invalid - skipped - result.added - result.changed
-    )
-    result.rejected = invalid + skipped
 
 
 def _proto_sql(plan: _Plan) -> str:
