@@ -31,6 +31,7 @@ class Sender:
         self._done: queue.Queue[tuple[int, RowErrors] | BaseException | object] = queue.Queue()
         self._stopping = threading.Event()
         self._ended = threading.Event()
+        self.finished = False
         self._thread = threading.Thread(target=self._run, name="sync-sender", daemon=True)
         self._thread.start()
 
@@ -38,21 +39,25 @@ class Sender:
         """Queue batch ``number``; waits while ``depth`` batches wait (not once it failed)."""
         self._put((number, batch))
 
-    def acknowledged(self) -> Iterator[tuple[int, RowErrors]]:
-        """(batch number, row errors) of the batches answered so far, in order; raises the
-        thread's failure once the acknowledgements that came before it have been taken."""
-        while True:
+    def acknowledged(self, wait: bool = False) -> Iterator[tuple[int, RowErrors]]:
+        """(batch number, row errors) of the batches answered so far, in order; with
+        ``wait``, at least one (none once the last has been taken). Raises the thread's
+        failure once the acknowledgements that came before it have been taken."""
+        while not self.finished:
             try:
-                item = self._done.get_nowait()
+                item = self._done.get(block=wait)
             except queue.Empty:
+                return
+            wait = False
+            if item is _FINISHED:
+                self.finished = True
                 return
             yield self._unpack(item)
 
-    def finish(self) -> Iterator[tuple[int, RowErrors]]:
-        """Every acknowledgement still to come, up to the last batch's."""
+    def finish(self) -> None:
+        """No more batches: the thread ends once it has written those it holds, and
+        :attr:`finished` becomes true once their acknowledgements are taken."""
         self._put(None)
-        while (item := self._done.get()) is not _FINISHED:
-            yield self._unpack(item)
 
     def stop(self) -> None:
         """End the thread, dropping batches not sent yet (they are in doubt already)."""
