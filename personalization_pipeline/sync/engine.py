@@ -605,8 +605,11 @@ def _diff(
         )
     else:
         _join_snapshot(con, plan, snapshot, mode, remove_nulls, rewrite_all, refused, carry)
-    counts = dict(con.execute("SELECT op, count(*) FROM _sync_rows GROUP BY op").fetchall())
     total = scalar(con, f"SELECT count(*) FROM {current}")
+    if current == "_sync_rows":  # a first sync without invalid rows: every row is added
+        counts = {"added": total}
+    else:
+        counts = dict(con.execute("SELECT op, count(*) FROM _sync_rows GROUP BY op").fetchall())
     skipped = 0
     if refused != "false":
         skipped = scalar(con, f"SELECT count(*) FROM _sync_cur c WHERE {valid} AND {refused}")
