@@ -20,6 +20,7 @@ import redis
 from personalization_pipeline.keys import sync_epoch_key
 from personalization_pipeline.sync import engine
 from personalization_pipeline.sync.engine import sync_table
+from personalization_pipeline.sync.identify import user_key
 from personalization_pipeline.sync.redis_config import RedisDestination, RedisUnavailable, connect
 from personalization_pipeline.sync.writer import StandaloneWriter
 from tests.conftest import REPO_ROOT, free_port, start_redis_server
@@ -263,27 +264,35 @@ def test_kill_9_with_batches_in_flight_then_reverted_and_deleted_rows(
     con.close()
 
 
+class LosesSecondReply(StandaloneWriter):
+    """Writes the second batch, then loses its replies: it is in Redis, not in the snapshot."""
+
+    received = 0
+
+    def write(self, batch):
+        self.received += 1
+        if self.received == 2:
+            super().write(batch)
+            raise redis.ConnectionError("Connection reset by peer (injected)")
+        return super().write(batch)
+
+
+def fail_after_writing_the_second_batch(con, client) -> list[str]:
+    """A first sync in batches of 1,000 that dies so; the keys in Redis but not recorded."""
+    with pytest.raises(RedisUnavailable):
+        sync_table(con, LosesSecondReply(client), SPEC, batch_size=1000)
+    recorded = {
+        row[0] for row in con.execute("SELECT key FROM sync.snapshot_user_profiles").fetchall()
+    }
+    return sorted(set(redis_hashes(client)) - recorded)
+
+
 def test_rows_in_doubt_outlive_a_second_failed_run(con, redis_client, monkeypatch):
     """A run dies with a batch written but not recorded; the next dies before sending
     anything, having replaced the plan the first run's markers point into; the third still
     repairs the rows of the first run's window, here a user deleted meanwhile."""
     load(con, 3000)
-
-    class LosesSecondReply(StandaloneWriter):
-        received = 0
-
-        def write(self, batch):
-            self.received += 1
-            if self.received == 2:
-                super().write(batch)
-                raise redis.ConnectionError("Connection reset by peer (injected)")
-            return super().write(batch)
-
-    with pytest.raises(RedisUnavailable):
-        sync_table(con, LosesSecondReply(redis_client), SPEC, batch_size=1000)
-    snapshot = con.execute("SELECT key FROM sync.snapshot_user_profiles").fetchall()
-    recorded = {row[0] for row in snapshot}
-    unrecorded = sorted(set(redis_hashes(redis_client)) - recorded)
+    unrecorded = fail_after_writing_the_second_batch(con, redis_client)
     assert len(unrecorded) == 1000, "the second batch reached Redis but not the snapshot"
     gone = unrecorded[0].removeprefix("user:")
     con.execute("DELETE FROM user_profiles WHERE user_id = ?", [gone])
@@ -303,3 +312,51 @@ def test_rows_in_doubt_outlive_a_second_failed_run(con, redis_client, monkeypatc
     assert redis_hashes(redis_client) == expected_hashes(con)
     assert con.execute("SELECT count(*) FROM sync.in_doubt").fetchone()[0] == 0
     assert con.execute("SELECT count(*) FROM sync.sending").fetchone()[0] == 0
+
+
+# Keys the plan's JSON arrays must carry exactly: quotes, backslashes, control characters, a
+# NUL, non-ASCII, and text that looks like JSON itself.
+ODD_USER_IDS = [
+    'quo"te',
+    "back\\slash",
+    "new\nline",
+    "nul\x00byte",
+    "tab\tinside",
+    "émile 東京",
+    "[1,2]",
+]
+
+
+def test_odd_keys_in_doubt_are_repaired_exactly(con, redis_client):
+    load(con, 1000)
+    con.executemany(
+        "INSERT INTO user_profiles VALUES (?, 'odd@example.com', 'gold', NULL, 1, true)",
+        [[user] for user in ODD_USER_IDS],
+    )
+    unrecorded = fail_after_writing_the_second_batch(con, redis_client)
+    assert unrecorded == sorted(user_key(user) for user in ODD_USER_IDS)
+    # Gone from the source before the rerun: only the plan's window says Redis holds them.
+    con.execute("DELETE FROM user_profiles WHERE list_contains(?, user_id)", [ODD_USER_IDS])
+    sync_table(con, redis_client, SPEC, batch_size=1000)
+    assert [key for key in unrecorded if redis_client.exists(key)] == []
+    assert redis_hashes(redis_client) == expected_hashes(con)
+
+
+def test_a_window_left_by_the_plan_of_a_row_per_key_is_repaired(con, redis_client):
+    """A warehouse whose unfinished run was made by a version that kept the plan as a row
+    per key (``sync.pending_<name>``, before December 2026): the upgrade repairs it."""
+    load(con, 3000)
+    unrecorded = fail_after_writing_the_second_batch(con, redis_client)
+    con.execute(
+        "CREATE TABLE sync.pending_user_profiles AS SELECT (batch_no * 1000 + row_number()"
+        " OVER (PARTITION BY batch_no) - 1)::BIGINT AS rn, key FROM (SELECT batch_no,"
+        " unnest(from_json(keys, '[\"VARCHAR\"]')) AS key FROM sync.plan_user_profiles)"
+    )
+    con.execute("DROP TABLE sync.plan_user_profiles")
+    gone = unrecorded[0]
+    con.execute("DELETE FROM user_profiles WHERE user_id = ?", [gone.removeprefix("user:")])
+    sync_table(con, redis_client, SPEC, batch_size=1000)
+    assert not redis_client.exists(gone)
+    assert redis_hashes(redis_client) == expected_hashes(con)
+    tables = con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+    assert ("pending_user_profiles",) not in tables

@@ -809,7 +809,11 @@ def _write(
             for first, end in pairwise([*starts, count]):
                 last = end - 1
                 rendered = render(con, plan, batch_size, first, last)
-                span = _rows(first * batch_size, batches.end(last), "rowid AS rn, k AS key")
+                span = _rows(
+                    first * batch_size,
+                    batches.end(last),
+                    f"rowid // {batch_size} AS batch_no, k AS key",
+                )
                 # Committed before any of these batches leaves the process, in the transaction
                 # that records the acknowledgements that came meanwhile: a commit costs as much
                 # as rendering a batch, so one per span.

@@ -15,13 +15,14 @@
   longer described by the snapshot, so that run rewrites every row.
 - Rows in doubt: sent, or about to be, but not acknowledged. After a crash they may or may
   not be in Redis, so the next run resends their current values and removes the fields of
-  those that left the source. A run keeps them as markers, not key lists: its plan's keys in
-  send order (``sync.pending_<name>``, appended span by span) and, in ``sync.sending``, how
-  many of them were sent and how many acknowledged. The "sent" marker (with the keys it
-  covers) is committed *before* those rows go out, the "acknowledged" one in the transaction
-  that moves them into the snapshot; the rows between the two are in doubt. A run that did not
-  finish leaves its marker; the next one copies that window into ``sync.in_doubt`` (keys)
-  before it replaces the plan, and a run that succeeds forgets them all.
+  those that left the source. A run keeps them as markers, not key lists: its plan's keys
+  batch by batch (``sync.plan_<name>``, one row per batch holding its keys as a JSON array,
+  appended span by span) and, in ``sync.sending``, how many rows were sent and how many
+  acknowledged (both at batch ends). The "sent" marker (with the keys it covers) is committed
+  *before* those rows go out, the "acknowledged" one in the transaction that moves them into
+  the snapshot; the batches between the two are in doubt. A run that did not finish leaves its
+  marker; the next one copies that window into ``sync.in_doubt`` (keys) before it replaces
+  the plan, and a run that succeeds forgets them all.
 
 This module owns these tables and every statement that writes them. It speaks only their
 own column names: the engine hands it its work rows as relations in those names (its temp
@@ -146,8 +147,36 @@ def write_epoch(con: duckdb.DuckDBPyConnection, name: str, epoch: str) -> None:
     con.execute("INSERT OR REPLACE INTO sync.epochs VALUES (?, ?, now())", [name, epoch])
 
 
-def _pending(name: str) -> str:
+def _plan(name: str) -> str:
+    return f"sync.plan_{name}"
+
+
+# Before December 2026 the plan was a row per key (rn, key) in sync.pending_<name>; a run of
+# an older version that did not finish leaves its window there, read once and then dropped.
+def _legacy_plan(name: str) -> str:
     return f"sync.pending_{name}"
+
+
+def _window(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
+    """A query of the rows of this sync's last plan that were sent but not acknowledged
+    (``sync_name``, ``run_id``, ``batch_no``, ``key``), or None without a plan."""
+    if not table_exists(con, "sync", "sending"):
+        return None
+    marker = f"JOIN sync.sending m ON m.sync_name = {literal(name)}"
+    queries = []
+    if table_exists(con, "sync", f"plan_{name}"):
+        # The batches in doubt first, so that only their keys are unpacked.
+        queries.append(
+            "SELECT m.sync_name, m.run_id, p.batch_no, unnest(from_json(p.keys, '[\"VARCHAR\"]'))"
+            f" AS key FROM {_plan(name)} p {marker} AND p.batch_no * m.batch_size >="
+            " m.acknowledged AND p.batch_no * m.batch_size < m.sent"
+        )
+    if table_exists(con, "sync", f"pending_{name}"):
+        queries.append(
+            "SELECT m.sync_name, m.run_id, p.rn // m.batch_size, p.key"
+            f" FROM {_legacy_plan(name)} p {marker} AND p.rn >= m.acknowledged AND p.rn < m.sent"
+        )
+    return " UNION ALL ".join(queries) or None
 
 
 def in_doubt_keys(con: duckdb.DuckDBPyConnection, name: str) -> str:
@@ -156,11 +185,9 @@ def in_doubt_keys(con: duckdb.DuckDBPyConnection, name: str) -> str:
     parts = []
     if table_exists(con, "sync", "in_doubt"):
         parts.append(f"SELECT key FROM sync.in_doubt WHERE sync_name = {literal(name)}")
-    if table_exists(con, "sync", "sending") and table_exists(con, "sync", f"pending_{name}"):
-        parts.append(
-            f"SELECT p.key FROM {_pending(name)} p JOIN sync.sending m ON m.sync_name ="
-            f" {literal(name)} AND p.rn >= m.acknowledged AND p.rn < m.sent"
-        )
+    window = _window(con, name)
+    if window:
+        parts.append(f"SELECT key FROM ({window})")
     if not parts:
         return "(SELECT NULL::VARCHAR AS key WHERE false)"
     return f"(SELECT DISTINCT key FROM ({' UNION ALL '.join(parts)}))"
@@ -169,26 +196,29 @@ def in_doubt_keys(con: duckdb.DuckDBPyConnection, name: str) -> str:
 def begin_sending(con: duckdb.DuckDBPyConnection, name: str, run_id: str, batch_size: int) -> None:
     """Keep the window of a run that did not finish as keys, then start this run's plan
     with nothing sent yet."""
-    pending = _pending(name)
     with transaction(con):
-        if table_exists(con, "sync", f"pending_{name}"):
-            con.execute(
-                "INSERT INTO sync.in_doubt SELECT m.sync_name, m.run_id, p.rn // m.batch_size,"
-                f" p.key FROM {pending} p JOIN sync.sending m ON m.sync_name = ?"
-                " AND p.rn >= m.acknowledged AND p.rn < m.sent",
-                [name],
-            )
+        window = _window(con, name)
+        if window:
+            con.execute(f"INSERT INTO sync.in_doubt {window}")
         con.execute("DELETE FROM sync.sending WHERE sync_name = ?", [name])
-        con.execute(f"CREATE OR REPLACE TABLE {pending} (rn BIGINT NOT NULL, key VARCHAR)")
+        con.execute(f"DROP TABLE IF EXISTS {_legacy_plan(name)}")
+        con.execute(
+            f"CREATE OR REPLACE TABLE {_plan(name)} (batch_no BIGINT NOT NULL, keys VARCHAR)"
+        )
         con.execute("INSERT INTO sync.sending VALUES (?, ?, ?, 0, 0)", [name, run_id, batch_size])
 
 
 def mark_sent(con: duckdb.DuckDBPyConnection, name: str, rows: str, sent: int) -> None:
-    """Add ``rows`` (the plan's next rows to send: ``key`` and its position ``rn`` from 0)
-    to the plan and mark the first ``sent`` rows as sent, committed before any goes out.
-    Written span by span, the plan costs nothing before the first batch can leave. Call it
-    in a transaction (the engine's, which also records acknowledgements)."""
-    con.execute(f"INSERT INTO {_pending(name)} SELECT rn, key FROM {rows}")
+    """Add ``rows`` (the plan's next rows to send: ``key`` and its ``batch_no``) to the plan
+    and mark the first ``sent`` rows as sent, committed before any goes out. Written span by
+    span, the plan costs nothing before the first batch can leave; a row per batch, it costs
+    a quarter of a row per key (to write and to checkpoint: 0.09 s against 0.32 s of CPU
+    per million keys, measured). Call it in a transaction (the engine's, which also records
+    acknowledgements)."""
+    con.execute(
+        f"INSERT INTO {_plan(name)} SELECT batch_no, '[' || string_agg(to_json(key), ',') || ']'"
+        f" FROM {rows} GROUP BY batch_no"
+    )
     con.execute("UPDATE sync.sending SET sent = ? WHERE sync_name = ?", [sent, name])
 
 
@@ -241,4 +271,5 @@ def forget_in_doubt(con: duckdb.DuckDBPyConnection, name: str) -> None:
     with transaction(con):
         con.execute("DELETE FROM sync.in_doubt WHERE sync_name = ?", [name])
         con.execute("DELETE FROM sync.sending WHERE sync_name = ?", [name])
-        con.execute(f"DROP TABLE IF EXISTS {_pending(name)}")
+        con.execute(f"DROP TABLE IF EXISTS {_plan(name)}")
+        con.execute(f"DROP TABLE IF EXISTS {_legacy_plan(name)}")
