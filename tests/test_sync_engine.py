@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import random
 from decimal import Decimal
+from itertools import pairwise
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -12,6 +14,7 @@ import redis
 from redis.crc import key_slot
 
 from personalization_pipeline.resources.redis import redact
+from personalization_pipeline.sync import engine
 from personalization_pipeline.sync.engine import (
     SENDER_DEPTH,
     SyncError,
@@ -657,6 +660,43 @@ def test_checkpoints_wait_until_every_batch_is_queued_and_the_threshold_comes_ba
     sync_table(con, ThresholdWatchingWriter(redis_client, con), SPEC, mode="full")
     assert con.execute(threshold).fetchone()[0] == "61.0 MiB"
     assert redis_client.hgetall("user:u49") == expected_hashes(con)["user:u49"]
+
+
+class WalWatchingWriter(StandaloneWriter):
+    """Reads the size of the warehouse's WAL as each batch is written (not through DuckDB:
+    a connection reading it would hold a transaction open, and that holds checkpoints off)."""
+
+    def __init__(self, client: redis.Redis, wal: Path) -> None:
+        super().__init__(client)
+        self.wal = wal
+        self.sizes: list[int] = []
+
+    def write(self, batch):
+        self.sizes.append(self.wal.stat().st_size if self.wal.exists() else 0)
+        return super().write(batch)
+
+    @property
+    def checkpoints_seen(self) -> int:
+        return sum(after < before for before, after in pairwise(self.sizes))
+
+
+def test_a_long_run_checkpoints_every_checkpoint_rows_while_redis_writes(
+    con, redis_client, tmp_path, monkeypatch
+):
+    """One checkpoint of ten million rows' state outlasted the batches the sender holds, and
+    Redis waited; so a run checkpoints every CHECKPOINT_ROWS rows, each time right after a
+    span is queued, and only then at the end."""
+    load(con, 400)
+    wal = tmp_path / "warehouse.duckdb.wal"
+    short_run = WalWatchingWriter(redis_client, wal)
+    sync_table(con, short_run, SPEC, batch_size=10)
+    assert short_run.checkpoints_seen == 0
+    # Spans end at rows 10, 30, 70, 110, 150, ...: checkpoints after rows 110, 230 and 350.
+    monkeypatch.setattr(engine, "CHECKPOINT_ROWS", 100)
+    long_run = WalWatchingWriter(redis_client, wal)
+    sync_table(con, long_run, SPEC, mode="full", batch_size=10)
+    assert long_run.checkpoints_seen == 3
+    assert redis_hashes(redis_client) == expected_hashes(con)
 
 
 def test_rows_refused_in_many_chunks_on_all_connections_are_each_found(con, redis_client):
