@@ -133,6 +133,28 @@ def test_a_run_that_died_mid_batch_is_repaired(warehouse, redis_client, monkeypa
     assert stored(redis_client, "popular") == [(member("A", None), 9.0)]
 
 
+def test_a_rewrite_of_a_flushed_redis_that_dies_is_finished_by_the_rerun(
+    warehouse, redis_client, monkeypatch
+):
+    from personalization_pipeline.sync import sorted_sets
+
+    sync_sorted_sets(warehouse, redis_client, SPEC)
+    redis_client.flushall()
+
+    def refuse(*_args):
+        raise ConnectionError("Redis went away")
+
+    monkeypatch.setattr(sorted_sets, "_send_to_node", refuse)
+    with pytest.raises(sorted_sets.RedisUnavailable, match="Redis went away"):
+        sync_sorted_sets(warehouse, redis_client, SPEC)
+    monkeypatch.undo()
+    # Redis has the dead run's new epoch, the warehouse does not: every list is written again.
+    result = sync_sorted_sets(warehouse, redis_client, SPEC)
+    assert "did not finish" in result.full_sync_reason
+    assert result.rows_written == 2
+    assert stored(redis_client, "popular") == [(member("A", None), 3.0), (member("B", None), 2.0)]
+
+
 def test_on_redis_cluster_one_key_per_transaction(warehouse, redis_cluster):
     cluster = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", redis_cluster[0])])
     try:

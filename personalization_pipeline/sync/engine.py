@@ -378,14 +378,17 @@ def sync_table(
                 f"(SELECT k AS redis_key, fp AS fingerprint FROM {current})",
                 "(SELECT key_value, k AS redis_key, fp AS fingerprint, reason FROM _sync_invalid)",
             )
+            rewriting = result.full_sync_reason is not None
             if epoch is None:
-                epoch = _new_epoch(con, writer, spec, epoch_key)
+                epoch = new_epoch(con, writer.client, spec.name, epoch_key, rewriting)
             _write(con, plan, snapshot, writer, result, batch_size)
             if _stored_epoch(writer, epoch_key) != epoch:
                 raise RedisUnavailable(
                     f"sync {spec.name}: Redis lost its data while this run wrote to it (its sync"
                     f" marker {epoch_key} is gone); {RERUN}"
                 )
+            if rewriting:
+                write_epoch(con, spec.name, epoch)
             forget_in_doubt(con, spec.name)
         except (SyncError, RedisUnavailable, redis.RedisError, OSError) as error:
             status = "refused" if isinstance(error, RemovalRefused) else "failed"
@@ -495,23 +498,36 @@ def _check_epoch(
     if recorded is None and not scalar(con, f"SELECT count(*) FROM {snapshot}"):
         return None, None
     if recorded is None:
-        reason = "the warehouse has no sync epoch yet (a snapshot from an older version)"
+        reason = (
+            "the warehouse has no sync epoch yet (a snapshot from an older version, or a run"
+            " rewriting every row that did not finish)"
+        )
     elif stored is None:
         reason = (
             f"Redis lost its data since the last sync (its marker {key} is gone: restarted"
             " without persistence, flushed or failed over)"
         )
     else:
-        reason = f"Redis holds another sync epoch ({key}): another warehouse or a restore"
+        reason = (
+            f"Redis holds another sync epoch ({key}): another warehouse, a restore, or a run"
+            " rewriting every row that did not finish"
+        )
     return None, reason + "; rewriting every row"
 
 
-def _new_epoch(con: duckdb.DuckDBPyConnection, writer: Writer, spec: SyncSpec, key: str) -> str:
-    """Record a new epoch in the warehouse, then in Redis: a crash between the two leaves
-    them different, which the next run reads as "rewrite everything" (safe)."""
+def new_epoch(
+    con: duckdb.DuckDBPyConnection, client: Any, name: str, key: str, rewriting: bool
+) -> str:
+    """A new epoch, set in Redis. A first run records it in the warehouse first: a crash
+    between the two leaves them different, which the next run reads as "rewrite everything"
+    (safe). A run ``rewriting`` every row, because the snapshot describes a Redis that is gone,
+    leaves the warehouse's epoch as it is until every row is written (then
+    :func:`write_epoch`): a run that dies midway, with the snapshot describing this Redis
+    only in part, leaves the next one rewriting every row again, not trusting the rest."""
     epoch = uuid.uuid4().hex
-    write_epoch(con, spec.name, epoch)
-    writer.client.set(key, epoch)
+    if not rewriting:
+        write_epoch(con, name, epoch)
+    client.set(key, epoch)
     return epoch
 
 

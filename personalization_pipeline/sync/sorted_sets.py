@@ -54,6 +54,7 @@ from personalization_pipeline.sync.engine import (
     SyncError,
     SyncResult,
     SyncSpec,
+    new_epoch,
     refuse_mass_removal,
 )
 from personalization_pipeline.sync.redis_config import RedisUnavailable
@@ -167,10 +168,9 @@ def sync_sorted_sets(
             result.seconds = time.perf_counter() - started
             return result
         if changed or removed or epoch is None:
+            rewriting = result.full_sync_reason is not None
             if epoch is None:
-                epoch = uuid.uuid4().hex
-                write_epoch(con, spec.name, epoch)
-                client.set(epoch_key, epoch)
+                epoch = new_epoch(con, client, spec.name, epoch_key, rewriting)
             _remove(con, client, snapshot, removed)
             _write(con, client, spec, snapshot, spec_hash, current, changed, result)
             if _stored_epoch(client, epoch_key) != epoch:
@@ -178,6 +178,8 @@ def sync_sorted_sets(
                     f"sync {spec.name}: Redis lost its data while this run wrote to it (its "
                     f"marker {epoch_key} is gone); rerun: the next run rewrites every list"
                 )
+            if rewriting:
+                write_epoch(con, spec.name, epoch)
     except (SyncError, RedisUnavailable, redis.RedisError, OSError) as error:
         # log_run records nothing for a dry run.
         status = "refused" if isinstance(error, RemovalRefused) else "failed"
@@ -273,7 +275,10 @@ def _check_epoch(
             f"Redis lost its data since the last sync (its marker {epoch_key} is gone: "
             "restarted without persistence, flushed or failed over); rewriting every list"
         )
-    return None, f"Redis holds another sync epoch ({epoch_key}); rewriting every list"
+    return None, (
+        f"Redis holds another sync epoch ({epoch_key}): another warehouse, a restore, or a run"
+        " rewriting every list that did not finish; rewriting every list"
+    )
 
 
 def _stored_epoch(client: Any, key: str) -> str | None:
