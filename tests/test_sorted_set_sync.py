@@ -115,19 +115,22 @@ def test_a_flushed_redis_is_rewritten(warehouse, redis_client):
     assert sync_sorted_sets(warehouse, redis_client, SPEC).rows_written == 0
 
 
-def test_a_run_that_died_mid_batch_is_repaired(warehouse, redis_client, monkeypatch):
+def sync_that_dies_before_its_first_write(warehouse, client, monkeypatch) -> None:
     from personalization_pipeline.sync import sorted_sets
-
-    sync_sorted_sets(warehouse, redis_client, SPEC)
-    put(warehouse, [(None, "A", 9), ("books", "C", 7)])
 
     def refuse(*_args):
         raise ConnectionError("Redis went away")
 
-    monkeypatch.setattr(sorted_sets, "_send_to_node", refuse)
-    with pytest.raises(sorted_sets.RedisUnavailable, match="Redis went away"):
-        sync_sorted_sets(warehouse, redis_client, SPEC)
-    monkeypatch.undo()
+    with monkeypatch.context() as patched:
+        patched.setattr(sorted_sets, "_send_to_node", refuse)
+        with pytest.raises(sorted_sets.RedisUnavailable, match="Redis went away"):
+            sync_sorted_sets(warehouse, client, SPEC)
+
+
+def test_a_run_that_died_mid_batch_is_repaired(warehouse, redis_client, monkeypatch):
+    sync_sorted_sets(warehouse, redis_client, SPEC)
+    put(warehouse, [(None, "A", 9), ("books", "C", 7)])
+    sync_that_dies_before_its_first_write(warehouse, redis_client, monkeypatch)
     result = sync_sorted_sets(warehouse, redis_client, SPEC)
     assert result.rows_written == 2
     assert stored(redis_client, "popular") == [(member("A", None), 9.0)]
@@ -136,18 +139,9 @@ def test_a_run_that_died_mid_batch_is_repaired(warehouse, redis_client, monkeypa
 def test_a_rewrite_of_a_flushed_redis_that_dies_is_finished_by_the_rerun(
     warehouse, redis_client, monkeypatch
 ):
-    from personalization_pipeline.sync import sorted_sets
-
     sync_sorted_sets(warehouse, redis_client, SPEC)
     redis_client.flushall()
-
-    def refuse(*_args):
-        raise ConnectionError("Redis went away")
-
-    monkeypatch.setattr(sorted_sets, "_send_to_node", refuse)
-    with pytest.raises(sorted_sets.RedisUnavailable, match="Redis went away"):
-        sync_sorted_sets(warehouse, redis_client, SPEC)
-    monkeypatch.undo()
+    sync_that_dies_before_its_first_write(warehouse, redis_client, monkeypatch)
     # Redis has the dead run's new epoch, the warehouse does not: every list is written again.
     result = sync_sorted_sets(warehouse, redis_client, SPEC)
     assert "did not finish" in result.full_sync_reason
