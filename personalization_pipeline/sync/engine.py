@@ -147,9 +147,9 @@ MEMORY_LIMIT = "1GB"
 WRITE_CHECKPOINT_THRESHOLD = "1GB"
 CHECKPOINT_ROWS = 500_000
 # Rendered batches the sender may hold (about 5 MB each at 20,000 rows), so that Redis writes
-# on through the one checkpoint of the run's state: 0.2 s per 1M rows, and 0.45-0.5 s while
-# the plan was a row per key, when six batches ran out before it and Redis sat idle (1M rows,
-# 2 cores: tail after the last reply 0.17 s with six, 0.10 s with twelve, 0.02 s once the
+# on through each checkpoint (0.2-0.6 s here). While the plan was a row per key, the one
+# checkpoint of 1M rows took 0.45-0.5 s and six batches ran out before it: Redis sat idle
+# (2 cores: tail after the last reply 0.17 s with six, 0.10 s with twelve, 0.02 s once the
 # last ones are recorded as they come).
 SENDER_DEPTH = 12
 
