@@ -278,7 +278,7 @@ class LosesSecondReply(StandaloneWriter):
 
 
 def fail_after_writing_the_second_batch(con, client) -> list[str]:
-    """A first sync in batches of 1,000 that dies so; the keys in Redis but not recorded."""
+    """A sync in batches of 1,000 that dies so; the keys in Redis but not in the snapshot."""
     with pytest.raises(RedisUnavailable):
         sync_table(con, LosesSecondReply(client), SPEC, batch_size=1000)
     recorded = {
