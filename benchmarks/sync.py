@@ -5,8 +5,12 @@ removed (mirror mode), (3) a no-change run, (4) peak RSS of this process (the ro
 generated in a child process, so only the sync counts), (5) the ratio of (1) to what
 redis-server itself accepts, measured by redis-benchmark (``HSET`` of 7 fields of similar
 sizes, ``-P 64``: the ceiling), (6) the ratio of (1) to a plain redis-py pipelined HSET
-baseline (batches of 1,000) run in a child process on the same rows, and (7) Redis memory
-per profile after the full sync. Redis is flushed between arms.
+baseline (batches of 1,000) run in a child process on the same rows, (7) Redis memory
+per profile after the full sync, and (8) the writer alone: the batches of a first sync of
+up to a million of the rows, kept, then written again to an empty Redis with nothing else
+running, against a ceiling measured just before. (8) tells the writer's protocol (chunks,
+connections) from the engine's own work (planning, rendering, bookkeeping), which shares
+the machine's cores with redis-server while it writes. Redis is flushed between arms.
 
 The machines this runs on are shared and noisy: the ceiling moves by 10-20% within minutes.
 So the full sync runs ``--pairs`` times (default 3), each time from scratch (empty Redis,
@@ -44,6 +48,7 @@ import redis
 from harness import start_redis
 
 from personalization_pipeline.sync.engine import SyncSpec, sync_table
+from personalization_pipeline.sync.writer import Batch, RowErrors, StandaloneWriter
 
 FIELDS = [
     "email",
@@ -134,15 +139,55 @@ def baseline(database: str, port: int) -> None:
     print(rows / (time.perf_counter() - started))
 
 
+# (8) replays at most this many rows: the batches are kept in memory until then.
+REPLAY_ROWS = 1_000_000
+
+
+class KeepsBatches(StandaloneWriter):
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__(client)
+        self.kept: list[Batch] = []
+
+    def write(self, batch: Batch) -> RowErrors:
+        self.kept.append(batch)
+        return super().write(batch)
+
+
+def replay(database: str, port: int, rows: int) -> None:
+    """(8): a first sync of ``rows`` rows keeping its batches; then, right after a ceiling,
+    the same batches written to an empty Redis by a new writer. Prints replay / ceiling."""
+    con = duckdb.connect(database)
+    con.execute("DROP SCHEMA IF EXISTS sync CASCADE")
+    client = redis.Redis(port=port)
+    client.flushall()
+    keeper = KeepsBatches(client)
+    spec = SyncSpec(SPEC.name, f"SELECT * FROM user_profiles LIMIT {rows}", "user_id", FIELDS)
+    sync_table(con, keeper, spec)
+    client.flushall()
+    limit = ceiling(port, rows, min(100 * rows, MAX_KEYSPACE))
+    client.flushall()
+    writer = StandaloneWriter(client)
+    started = time.perf_counter()
+    for batch in keeper.kept:
+        writer.write(batch)
+    seconds = time.perf_counter() - started
+    writer.close()
+    print(rows / seconds / limit)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--pairs", type=int, default=3, help="ceiling + full sync pairs")
     parser.add_argument("--baseline", nargs=2, metavar=("DATABASE", "PORT"))
+    parser.add_argument("--replay", nargs=2, metavar=("DATABASE", "PORT"))
     parser.add_argument("--generate", metavar="DATABASE")
     args = parser.parse_args()
     if args.baseline:
         baseline(args.baseline[0], int(args.baseline[1]))
+        return
+    if args.replay:
+        replay(args.replay[0], int(args.replay[1]), min(args.rows, REPLAY_ROWS))
         return
     if args.generate:
         with duckdb.connect(args.generate) as con:
@@ -159,13 +204,14 @@ def main() -> None:
             script = [sys.executable, __file__, "--rows", str(args.rows)]
             subprocess.run([*script, "--generate", database], check=True)
             client = redis.Redis(port=port)
-            child = subprocess.run(
-                [*script, "--baseline", database, str(port)],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            baseline_rate = float(child.stdout.strip())
+
+            def child(arm: str) -> float:
+                """The figure an arm run in a child process prints."""
+                run = [*script, arm, database, str(port)]
+                return float(subprocess.run(run, check=True, capture_output=True).stdout)
+
+            baseline_rate = child("--baseline")
+            replay_ratio = child("--replay")
 
             con = duckdb.connect(database)
             for _ in range(args.pairs):
@@ -233,6 +279,11 @@ def main() -> None:
         f" {full_rate / baseline_rate:.2f}x"
     )
     print(f"(7) Redis memory: {per_profile:,.0f} bytes per profile (used_memory)")
+    print(
+        f"(8) the writer alone, replaying the batches of a first sync of"
+        f" {min(args.rows, REPLAY_ROWS):,} rows with nothing else running:"
+        f" {replay_ratio:.0%} of the new-hash ceiling measured just before it"
+    )
 
 
 if __name__ == "__main__":
