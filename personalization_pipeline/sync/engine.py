@@ -699,10 +699,14 @@ def _join_snapshot(
         dup_values = f", {nulls}"
     else:
         source, carried, dup_values = "SELECT k, fp, nn, proto FROM _sync_cur", "", ""
-    unique_source = (
-        f"SELECT *, false AS dup FROM ({source})"
-        " WHERE k IS NOT NULL AND k NOT IN (SELECT k FROM _sync_dups)"
-    )
+    keyed_source = f"SELECT *, false AS dup FROM ({source}) WHERE k IS NOT NULL"
+    if scalar(con, "SELECT count(*) FROM _sync_dups"):
+        keyed_source += (
+            " AND k NOT IN (SELECT k FROM _sync_dups)"
+            f" UNION ALL SELECT k, NULL, NULL, NULL{dup_values}, true FROM _sync_dups"
+        )
+    # else no anti-join with an empty list of duplicates: at ten million rows it took a
+    # quarter of the join (1.46-1.59 s against 1.11-1.15 s, memory limit 1 GB).
     sides = f"""
         SELECT coalesce(c.k, s.key, d.key) AS k, c.fp AS cur_fp, c.nn AS cur_nn,
             coalesce(NOT c.dup AND c.nn <> 0 AND NOT c.proto, false) AS valid,
@@ -710,9 +714,7 @@ def _join_snapshot(
             c.k IS NOT NULL AS present, s.key IS NOT NULL AS in_snapshot,
             d.key IS NOT NULL AS doubt, s.fingerprint, s.fields_mask, s.spec{carried}
         FROM (
-            {unique_source}
-            UNION ALL
-            SELECT k, NULL, NULL, NULL{dup_values}, true FROM _sync_dups
+            {keyed_source}
         ) c
         FULL OUTER JOIN {snapshot} s ON s.key = c.k
         FULL OUTER JOIN _sync_doubt d ON d.key = coalesce(c.k, s.key)
